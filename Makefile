@@ -1,0 +1,30 @@
+# Two commands: `make serve` (set up, then serve on CPU with the shipped weights)
+# and `make test` (set up, then lint and run the whole suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup serve upscale test lint bench weights clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/srserve serve
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+weights: $(STAMP)
+	BIN=$(VENV)/bin scripts/train_weights.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,100 @@
+"""Transpose-convolution decoder in the style of FSRCNN.
+
+Dong et al., "Accelerating the Super-Resolution Convolutional Neural Network",
+ECCV 2016: feature extraction, shrinking, mapping, expanding at LR resolution,
+then one ``nn.ConvTranspose2d`` that upsamples, here over a bicubic skip.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from models.layers import BICUBIC_SKIP_RADIUS, bicubic_skip, check_scale, conv
+from models.registry import MODELS
+
+SCALES = (2, 3, 4)
+
+
+def deconv_geometry(scale: int, kernel_size: int) -> tuple[int, int]:
+    """Padding and output_padding for which a ConvTranspose2d maps H to exactly scale*H.
+
+    Output size is ``(H-1)*s - 2p + k + op`` (dilation 1), so we need
+    ``k - 2p + op = s`` with ``0 <= op < s``. The smallest such ``p`` centres the
+    kernel on its LR pixel; ``op`` absorbs the parity left over.
+    """
+    if kernel_size < scale:
+        raise ValueError(f"deconv kernel {kernel_size} must be at least the scale {scale}")
+    padding = math.ceil((kernel_size - scale) / 2)
+    output_padding = scale - kernel_size + 2 * padding
+    assert 0 <= output_padding < scale
+    return padding, output_padding
+
+
+def deconv_radius(scale: int, kernel_size: int, padding: int) -> int:
+    """LR cells each side that one input pixel reaches through the transpose conv.
+
+    Input ``i`` writes outputs ``y = i*s - p + t`` for ``t`` in ``[0, k)``, i.e. the
+    cells ``floor((i*s - p)/s) .. floor((i*s - p + k - 1)/s)``.
+    """
+    return max(math.ceil(padding / scale), (kernel_size - 1 - padding) // scale)
+
+
+@MODELS.register(
+    "deconv",
+    kind="learned",
+    scales=SCALES,
+    description="FSRCNN-style decoder ending in ConvTranspose2d, residual over bicubic",
+)
+class DeconvSR(nn.Module):
+    """FSRCNN-style network whose last layer is a transpose convolution.
+
+    Args:
+        scale: upscale factor, 2, 3 or 4.
+        channels: image channels in and out.
+        features: width ``d`` of feature extraction and expansion.
+        shrink: width ``s`` of the mapping layers.
+        num_maps: number ``m`` of 3x3 mapping layers.
+        head_kernel: kernel of the feature-extraction layer (odd).
+        deconv_kernel: kernel of the transpose convolution (>= scale).
+        residual: add a bicubic upscale of the input to the output.
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: int = 2,
+        channels: int = 3,
+        features: int = 56,
+        shrink: int = 12,
+        num_maps: int = 4,
+        head_kernel: int = 5,
+        deconv_kernel: int = 9,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.scale = check_scale(scale, SCALES)
+        self.residual = residual
+        layers: list[nn.Module] = [conv(channels, features, head_kernel), nn.PReLU(features)]
+        layers += [conv(features, shrink, 1), nn.PReLU(shrink)]
+        for _ in range(num_maps):
+            layers += [conv(shrink, shrink, 3), nn.PReLU(shrink)]
+        layers += [conv(shrink, features, 1), nn.PReLU(features)]
+        self.body = nn.Sequential(*layers)
+        padding, output_padding = deconv_geometry(scale, deconv_kernel)
+        self.deconv = nn.ConvTranspose2d(
+            features,
+            channels,
+            deconv_kernel,
+            stride=scale,
+            padding=padding,
+            output_padding=output_padding,
+        )
+        conv_radius = head_kernel // 2 + num_maps + deconv_radius(scale, deconv_kernel, padding)
+        self.receptive_radius = max(conv_radius, BICUBIC_SKIP_RADIUS if residual else 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.deconv(self.body(x))
+        return out + bicubic_skip(x, self.scale) if self.residual else out
