@@ -1,0 +1,1 @@
+"""Evaluation protocol (modcrop, Pillow bicubic LR, Y-channel PSNR/SSIM) and `sreval`."""

@@ -1,0 +1,98 @@
+"""`sreval`: the published-table protocol on a folder of HR images.
+
+Prints Y-channel PSNR/SSIM for Pillow bicubic and the chosen models at each
+scale; ``--compare DIR`` writes side-by-side crops (bicubic | model | ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models import MODELS
+from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from models.evaluation.protocol import Upscaler, list_images, load_rgb, mean, pair, pil_bicubic, score
+from models.imageops import upscale_array
+from models.weights import WeightsError
+
+BASELINE = "bicubic(PIL)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sreval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("folder", type=Path, nargs="?", default=Path("../shared/datasets/set5"), help="HR images")
+    p.add_argument("--models", nargs="+", default=MODELS.names("learned"), help="registry names to evaluate")
+    p.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="folder of weights + cards")
+    p.add_argument("--compare", type=Path, help="write bicubic | model | ground-truth crops here")
+    p.add_argument("--crop", type=int, default=192, help="side of the comparison crops (HR px)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p
+
+
+def side_by_side(panels: list[np.ndarray], crop: int, gap: int = 4) -> Image.Image:
+    """Centre crops of equally sized images, left to right, on a white background."""
+    h, w = panels[0].shape[:2]
+    c = min(crop, h, w)
+    y, x = (h - c) // 2, (w - c) // 2
+    canvas = Image.new("RGB", (len(panels) * c + (len(panels) - 1) * gap, c), "white")
+    for i, p in enumerate(panels):
+        canvas.paste(Image.fromarray(p[y : y + c, x : x + c]), (i * (c + gap), 0))
+    return canvas
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        images = [(f.name, load_rgb(f)) for f in list_images(args.folder)]
+    except FileNotFoundError as e:
+        print(f"sreval: {e}", file=sys.stderr)
+        return 2
+    methods: dict[str, dict[int, Upscaler]] = {BASELINE: {s: pil_bicubic for s in args.scales}}
+    for name in args.models:
+        methods[name] = {}
+        for s in args.scales:
+            try:
+                model, _ = get_upsampler(name, s, weights_dir=args.weights, device=args.device)
+            except (KeyError, ValueError, WeightsError) as e:
+                print(f"sreval: skipping {name} x{s}: {e}", file=sys.stderr)
+                continue
+            methods[name][s] = lambda lr, _s, m=model: upscale_array(m, lr, args.device)
+
+    width = max(len(m) for m in methods)
+    print(f"{args.folder.name}: {len(images)} images, Y-channel PSNR (dB) / SSIM")
+    print(f"{'method':<{width}}  " + "  ".join(f"{'x' + str(s):^16}" for s in args.scales))
+    for name, by_scale in methods.items():
+        cells = []
+        for s in args.scales:
+            if s in by_scale:
+                ps, ss = mean(score(by_scale[s], images, s))
+                cells.append(f"{ps:6.2f} / {ss:.4f}")
+            else:
+                cells.append(f"{'-':^16}")
+        print(f"{name:<{width}}  " + "  ".join(cells))
+
+    if args.compare:
+        args.compare.mkdir(parents=True, exist_ok=True)
+        for name, by_scale in methods.items():
+            if name == BASELINE:
+                continue
+            for s, upscale in by_scale.items():
+                for image_name, image in images:
+                    lr, hr = pair(image, s)
+                    panels = [pil_bicubic(lr, s), upscale(lr, s), hr]
+                    out = args.compare / f"{Path(image_name).stem}_{name}_x{s}.png"
+                    side_by_side(panels, args.crop).save(out)
+        print(f"comparison crops (bicubic | model | ground truth) in {args.compare}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

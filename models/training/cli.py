@@ -1,0 +1,159 @@
+"""`srtrain`: train a registered learned model at one scale and write its weights + card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from models import MODELS
+from models.evaluation.protocol import list_images, load_rgb, mean, score
+from models.imageops import upscale_array
+from models.training.checkpoint import init_from
+from models.training.data import load_pairs, split
+from models.training.trainer import Recipe, train
+from models.weights import save_weights, weights_stem
+
+DEFAULT_DATA = Path("../shared/datasets/sun_hays80")
+DEFAULT_EVAL = Path("../shared/datasets/set5")
+RECIPE_ARGS = ("steps", "batch", "patch", "lr", "min_lr", "warmup", "seed", "val_every")
+
+
+def parse_arch_args(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs with JSON values (``features=64``, ``residual=false``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--arch expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="srtrain", description=__doc__)
+    p.add_argument("model", choices=MODELS.names("learned"), help="registered learned model")
+    p.add_argument("--scale", type=int, required=True, help="upscale factor")
+    p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE", help="architecture keyword arguments")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of HR training images")
+    p.add_argument("--val-count", type=int, default=6, help="images held out for validation")
+    p.add_argument(
+        "--eval-dir",
+        type=Path,
+        default=DEFAULT_EVAL,
+        help="benchmark set measured once at the end for the card (skipped if absent)",
+    )
+    p.add_argument("--out", type=Path, default=Path("weights"), help="folder for <model>_x<scale>.safetensors + .json")
+    p.add_argument("--run-dir", type=Path, help="checkpoints (default runs/<model>_x<scale>)")
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.safetensors")
+    p.add_argument("--init-from", type=Path, help="start from matching tensors of a weights file")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    defaults = Recipe()
+    for name in RECIPE_ARGS:
+        value = getattr(defaults, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    kwargs = {**parse_arch_args(args.arch), "scale": args.scale}
+    torch.manual_seed(args.seed)  # the initial weights come from the global generator
+    try:
+        model = MODELS.build(args.model, **kwargs)
+    except (TypeError, ValueError) as e:
+        print(f"srtrain: {e}", file=sys.stderr)
+        return 2
+    recipe = Recipe(**{k: getattr(args, k) for k in RECIPE_ARGS})
+    if args.init_from:
+        copied = init_from(args.init_from, model)
+        recipe.extra["init_from"] = {"file": args.init_from.name, "tensors": len(copied)}
+    run_dir = args.run_dir or Path("runs") / weights_stem(args.model, args.scale)
+
+    train_files, val_files = split(args.data, args.val_count)
+    train_set, val_set = load_pairs(train_files, args.scale), load_pairs(val_files, args.scale)
+    summary = train(
+        model,
+        scale=args.scale,
+        train_set=train_set,
+        val_set=val_set,
+        recipe=recipe,
+        run_dir=run_dir,
+        device=device,
+        resume=args.resume,
+        show_progress=not args.quiet,
+    )
+
+    best = load_file(str(run_dir / "best.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in best.items() if k.startswith("model.")})
+    model.eval()
+    metrics: dict[str, Any] = {
+        "validation": {
+            "images": val_set.names,
+            "psnr_y": round(summary["best_psnr"], 3),
+            "ssim_y": round(summary["best_ssim"], 4),
+            "step": summary["best_step"],
+        },
+    }
+    if args.eval_dir.is_dir():
+        images = [(f.name, load_rgb(f)) for f in list_images(args.eval_dir)]
+        scores = score(lambda lr, _s: upscale_array(model, lr, device), images, args.scale)
+        ps, ss = mean(scores)
+        metrics[args.eval_dir.name] = {
+            "psnr_y": round(ps, 3),
+            "ssim_y": round(ss, 4),
+            "per_image": {s.image: round(s.psnr, 3) for s in scores},
+            "protocol": "modcrop, Pillow bicubic LR, Y (BT.601 studio range), shave scale px",
+        }
+    card = {
+        "architecture": args.model,
+        "kwargs": kwargs,
+        "scale": args.scale,
+        "receptive_radius": int(model.receptive_radius),
+        "training": {
+            "data": {
+                "folder": args.data.name,
+                "train_images": len(train_set.names),
+                "validation_images": len(val_set.names),
+            },
+            "recipe": summary["recipe"],
+            "steps_run": summary["step"],
+            "selected_step": summary["best_step"],
+            "wall_time_s": round(summary["wall_s"], 1),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "command": "srtrain " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        },
+        "metrics": metrics,
+    }
+    out = args.out / f"{weights_stem(args.model, args.scale)}.safetensors"
+    card = save_weights(model.cpu(), out, card)
+    print(json.dumps({"weights": str(out), "parameters": card["parameters"], "metrics": metrics}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Y-channel metrics, the protocol, `sreval`, and the published bicubic numbers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.evaluation import cli as sreval
+from models.evaluation.metrics import psnr, rgb_to_y, ssim, y_psnr_ssim
+from models.evaluation.protocol import list_images, load_rgb, mean, pair, pil_bicubic, score
+from tests.conftest import DATASETS, WEIGHTS, smooth_image
+
+
+def test_rgb_to_y_matches_matlab_coefficients() -> None:
+    px = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [10, 200, 30]]], dtype=np.uint8)
+    assert rgb_to_y(px).tolist() == [[16.0, 235.0, 81.0, round(16 + (65.481 * 10 + 128.553 * 200 + 24.966 * 30) / 255)]]
+
+
+def test_psnr_values() -> None:
+    a = np.zeros((4, 4))
+    assert psnr(a, a) == math.inf
+    assert psnr(a, a + 255.0 / 10) == pytest.approx(20.0)
+
+
+def test_ssim_identity_and_order() -> None:
+    y = rgb_to_y(smooth_image(40, 40))
+    assert ssim(y, y) == pytest.approx(1.0)
+    noisy = np.clip(y + np.random.default_rng(0).normal(0, 10, y.shape), 0, 255)
+    noisier = np.clip(y + np.random.default_rng(0).normal(0, 30, y.shape), 0, 255)
+    assert 0 < ssim(y, noisier) < ssim(y, noisy) < 1
+
+
+def test_protocol_modcrops_and_shaves() -> None:
+    hr = Image.fromarray(smooth_image(50, 47))
+    lr, cropped = pair(hr, 3)
+    assert cropped.shape == (48, 45, 3) and lr.shape == (16, 15, 3)
+    # A perfect upscaler scores infinity even though the borders would differ.
+    out = cropped.copy()
+    out[:3] = 0
+    assert y_psnr_ssim(out, cropped, border=3)[0] == math.inf
+
+
+def test_sreval_table_and_comparison(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cmp"
+    assert (
+        sreval.main(
+            [
+                str(image_folder),
+                "--models",
+                "espcn",
+                "--scales",
+                "2",
+                "--weights",
+                str(WEIGHTS),
+                "--compare",
+                str(out),
+                "--crop",
+                "32",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "bicubic(PIL)" in text and "espcn" in text
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 4
+    with Image.open(pngs[0]) as im:
+        assert im.size == (3 * 32 + 2 * 4, 32)
+
+
+def test_sreval_rejects_empty_folder(tmp_path: Path) -> None:
+    assert sreval.main([str(tmp_path)]) == 2
+
+
+@pytest.mark.dataset
+def test_bicubic_reproduces_the_published_set5_numbers() -> None:
+    images = [(p.name, load_rgb(p)) for p in list_images(DATASETS / "set5")]
+    for scale, expected in [(2, 33.64), (3, 30.38), (4, 28.42)]:
+        assert mean(score(pil_bicubic, images, scale))[0] == pytest.approx(expected, abs=0.01)

@@ -1,0 +1,97 @@
+"""Safetensors + card: round trip, hash verification, no pickle, and the shipped cards."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import MODELS
+from models.weights import WeightsError, available, count_parameters, load_model, read_card, save_weights, sha256_file
+from tests.conftest import WEIGHTS
+
+
+def _save(tmp_path: Path, name: str = "espcn", scale: int = 2) -> Path:
+    model = MODELS.build(name, scale=scale, features=8, mid_features=4, num_mid=1)
+    path = tmp_path / f"{name}_x{scale}.safetensors"
+    card = {
+        "architecture": name,
+        "kwargs": {"scale": scale, "features": 8, "mid_features": 4, "num_mid": 1},
+        "scale": scale,
+    }
+    save_weights(model, path, card)
+    return path
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    card = read_card(path)
+    assert card["sha256"] == sha256_file(path)
+    model, loaded_card = load_model(path)
+    assert loaded_card == card
+    assert count_parameters(model) == card["parameters"]
+    assert not model.training
+    assert available(tmp_path) == [("espcn", 2, path)]
+
+
+def test_tampered_file_is_refused(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        load_model(path)
+
+
+def test_missing_card_is_refused(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(WeightsError, match="no card"):
+        load_model(path)
+
+
+def test_pickle_is_never_loaded(tmp_path: Path) -> None:
+    """A pickle disguised as a weights file, with a card holding its real hash, is not unpickled."""
+
+    class Boom:
+        def __reduce__(self):  # would run at unpickling time
+            return (Path(tmp_path / "pwned").touch, ())
+
+    path = tmp_path / "espcn_x2.safetensors"
+    path.write_bytes(pickle.dumps({"w": Boom()}))
+    card = {"architecture": "espcn", "kwargs": {"scale": 2}, "scale": 2, "sha256": sha256_file(path)}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(Exception):  # noqa: B017 - any refusal will do, as long as nothing ran
+        load_model(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+SHIPPED = sorted(WEIGHTS.glob("*.safetensors"))
+
+
+def test_every_learned_model_ships_three_scales() -> None:
+    have = {(arch, scale) for arch, scale, _ in available(WEIGHTS)}
+    assert have == {(n, s) for n in MODELS.names("learned") for s in (2, 3, 4)}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_card_matches_model_and_file(path: Path) -> None:
+    card = read_card(path)
+    assert card["sha256"] == sha256_file(path)
+    assert card["file"] == path.name and card["bytes"] == path.stat().st_size
+    model, _ = load_model(path)
+    assert card["parameters"] == count_parameters(model)
+    assert card["scale"] == card["kwargs"]["scale"] == model.scale
+    assert path.stem == f"{card['architecture']}_x{card['scale']}"
+    assert card["receptive_radius"] == model.receptive_radius
+    if card["architecture"] == "deconv":
+        assert card["parameters"] <= 100_000
+    training = card["training"]
+    for key in ("data", "recipe", "wall_time_s", "steps_run", "command"):
+        assert key in training
+    assert card["metrics"]["validation"]["psnr_y"] > 20
+    # The model runs and keeps the size contract.
+    assert model(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9 * card["scale"], 7 * card["scale"])
