@@ -1,0 +1,42 @@
+"""The predict step: a batch of equal-shape pixel windows through one model."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.pixels import from_float, max_value, to_float
+
+AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def predict(
+    model: nn.Module,
+    windows: np.ndarray,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Upscale ``(N, h, w, 3)`` uint8/uint16 windows; returns ``(N, H, W, 3)`` of the same dtype.
+
+    Integer pixels travel to the device (through pinned memory on CUDA) and are
+    converted there, which moves a quarter of the bytes float32 would.
+    ``size`` is passed to resizers that take a target size.
+    """
+    peak = max_value(windows.dtype)
+    if not windows.flags.writeable or not windows.flags.c_contiguous:
+        windows = np.ascontiguousarray(windows).copy()
+    host = torch.from_numpy(windows)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    batch = to_float(host.to(device, non_blocking=True), peak)
+    dtype = AUTOCAST_DTYPES[precision] if device.type == "cuda" else None
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        out = model(batch, size) if size is not None else model(batch)
+    values = from_float(out.float(), peak).to(torch.uint8 if peak == 255 else torch.int32)
+    return values.cpu().numpy().astype(windows.dtype, copy=False)

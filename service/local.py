@@ -1,0 +1,42 @@
+"""Synchronous, in-process upscaling of one image through the same tiles the
+service batches: used by ``srserve upscale`` and as the reference in tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.imageio import Decoded
+from service.inference import predict
+from service.model_pool import ModelPool, Route
+from service.pixels import resize_plane
+from service.tiling import cut, paste, plan
+
+
+def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: int = 8) -> np.ndarray:
+    """Upscale ``(H, W, 3)`` pixels along ``route``; tiles run ``batch_tiles`` at a time."""
+    entry = route.entry
+    if not route.tiled:
+        return predict(entry.module, pixels[None], device=pool.device, size=route.size_arg)[0]
+    h, w = pixels.shape[:2]
+    s = route.scale
+    out = np.empty((h * s, w * s, 3), dtype=pixels.dtype)
+    tiles = plan(h, w, pool.window, entry.radius)
+    by_shape: dict[tuple[int, int], list] = {}
+    for t in tiles:
+        by_shape.setdefault(t.shape, []).append(t)
+    for shape, group in by_shape.items():
+        for i in range(0, len(group), batch_tiles):
+            chunk = group[i : i + batch_tiles]
+            windows = np.stack([cut(pixels, t) for t in chunk])
+            size = (shape[0] * s, shape[1] * s) if entry.kind == "resize" else None
+            results = predict(entry.module, windows, device=pool.device, precision=entry.precision, size=size)
+            for t, r in zip(chunk, results, strict=True):
+                paste(out, t, r, s)
+    return out
+
+
+def upscale_decoded(pool: ModelPool, route: Route, image: Decoded) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels and alpha of the upscaled image."""
+    pixels = run_route(pool, route, image.pixels)
+    alpha = resize_plane(image.alpha, route.out_size) if image.alpha is not None else None
+    return pixels, alpha

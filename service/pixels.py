@@ -1,0 +1,32 @@
+"""Pixel arrays <-> float tensors, on whichever device the model lives."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def max_value(dtype: np.dtype | torch.dtype) -> float:
+    return 65535.0 if dtype in (np.uint16, torch.uint16, np.dtype(np.uint16)) else 255.0
+
+
+def to_float(batch: torch.Tensor, peak: float) -> torch.Tensor:
+    """``(N, H, W, C)`` integer pixels (already on the device) -> ``(N, C, H, W)`` in [0, 1]."""
+    if batch.dtype == torch.uint16:  # few kernels take uint16; int32 holds it exactly
+        batch = batch.to(torch.int32)
+    return batch.permute(0, 3, 1, 2).float().div_(peak)
+
+
+def from_float(batch: torch.Tensor, peak: float) -> torch.Tensor:
+    """``(N, C, H, W)`` float -> ``(N, H, W, C)`` float pixel values, clamped and rounded."""
+    return batch.clamp(0.0, 1.0).mul_(peak).round_().permute(0, 2, 3, 1)
+
+
+def resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Upscale an alpha plane on its own (bicubic, antialiased when shrinking)."""
+    peak = max_value(plane.dtype)
+    t = torch.from_numpy(plane.astype(np.float32))[None, None] / peak
+    shrinking = size[0] < plane.shape[0] or size[1] < plane.shape[1]
+    out = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=shrinking)
+    return (out.clamp(0, 1) * peak).round()[0, 0].numpy().astype(plane.dtype)
