@@ -67,9 +67,25 @@ def upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the HTTP service (settings from SR_* variables)")
+    p.add_argument("--host", help="overrides SR_HOST")
+    p.add_argument("--port", type=int, help="overrides SR_PORT")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from service.server import serve
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    serve(Settings(**overrides))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srserve", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
+    add_serve(sub)
     add_upscale(sub)
     return parser
 
@@ -78,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "upscale":
         return upscale(args)
+    if args.command in ("serve", None):  # plain `srserve` serves
+        if args.command is None:
+            args.host = args.port = None
+        return run_serve(args)
     return 2
 
 

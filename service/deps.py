@@ -1,0 +1,53 @@
+"""FastAPI dependencies: the runtime, settings and API-key check, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import APIError
+from service.runtime import Runtime
+from service.settings import Settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_app_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="one of SR_API_KEYS")
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <one of SR_API_KEYS>")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    header_key: Annotated[str | None, Security(_api_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> None:
+    """401 unless SR_API_KEYS is empty or the request carries one of the keys."""
+    if not settings.api_keys:
+        return
+    key = header_key or (bearer.credentials if bearer else None)
+    if key is None:
+        raise APIError(
+            401,
+            "missing_api_key",
+            "this server needs an API key: send X-API-Key or Authorization: Bearer",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
+        raise APIError(401, "invalid_api_key", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+
+
+ApiKeyDep = Depends(require_api_key)

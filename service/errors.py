@@ -1,0 +1,104 @@
+"""One JSON error shape for every 4xx/5xx: what was wrong and what is allowed.
+
+``{"error": {"code": ..., "message": ..., "field": ..., "allowed": ...}}``
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("srserve.errors")
+
+
+class APIError(Exception):
+    """An error answered as JSON with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        allowed: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.field, self.allowed, self.headers = field, allowed, headers
+
+
+def error_body(code: str, message: str, *, field: str | None = None, allowed: Any = None, **extra: Any) -> dict:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    if allowed is not None:
+        error["allowed"] = allowed
+    error.update(extra)
+    return {"error": error}
+
+
+def _validation_problem(err: dict[str, Any]) -> dict[str, Any]:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "body")]
+    problem: dict[str, Any] = {"field": ".".join(loc) or None, "message": err.get("msg", "invalid")}
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        problem["allowed"] = ctx["expected"]
+    for bound in ("ge", "gt", "le", "lt"):
+        if bound in ctx:
+            problem[bound] = ctx[bound]
+    if err.get("type") == "extra_forbidden":
+        problem["message"] = "unknown parameter"
+    return problem
+
+
+def install(app: FastAPI, allowed_params: dict[str, list[str]] | None = None) -> None:
+    """Register the JSON handlers on ``app``."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        body = error_body(exc.code, exc.message, field=exc.field, allowed=exc.allowed)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_validation_problem(e) for e in exc.errors()]
+        first = problems[0] if problems else {"field": None, "message": "invalid request"}
+        message = "; ".join(f"{p['field']}: {p['message']}" if p["field"] else p["message"] for p in problems)
+        params = (allowed_params or {}).get(request.url.path)
+        body = error_body(
+            "invalid_parameter",
+            message,
+            field=first["field"],
+            allowed=first.get("allowed"),
+            problems=problems,
+            parameters=params,
+        )
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            paths = sorted(app.openapi().get("paths", {}))
+            body = error_body("not_found", f"no endpoint at {request.url.path}", allowed=paths)
+        elif exc.status_code == 405:
+            allow = (exc.headers or {}).get("Allow", "")
+            body = error_body(
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.url.path}",
+                allowed=[m.strip() for m in allow.split(",") if m.strip()],
+            )
+        else:
+            body = error_body(f"http_{exc.status_code}", str(exc.detail))
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal_error", "the server failed; this is a bug"), status_code=500)

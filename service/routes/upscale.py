@@ -1,0 +1,267 @@
+"""POST /v1/upscale: decode -> queue tiles -> batched predict -> stitch -> encode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, Literal, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from service.deps import ApiKeyDep, RuntimeDep
+from service.engine import DeadlineExceeded, DeviceOutOfMemory, Job, QueueFull
+from service.errors import APIError
+from service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode
+from service.model_pool import RequestError, Route
+from service.pixels import resize_plane
+from service.runtime import Phase, Runtime
+
+router = APIRouter(prefix="/v1", tags=["upscale"])
+T = TypeVar("T")
+DEFAULT_SCALE = 2.0
+DISCONNECT_POLL_S = 0.25
+
+
+class UpscaleParams(BaseModel):
+    """Query parameters (multipart form fields of the same names are accepted too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("espcn", description="a name from GET /v1/models")
+    scale: float | None = Field(None, gt=0, le=64, description="upscale factor (default 2 when no width/height)")
+    width: int | None = Field(None, ge=1, le=65536, description="target width; height follows the aspect if absent")
+    height: int | None = Field(None, ge=1, le=65536, description="target height")
+    format: Literal["png", "jpeg", "webp"] = Field("png", description="output format; alpha needs png or webp")
+    quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality")
+    align_corners: bool | None = Field(None, description="bilinear/bicubic: corner-aligned grid")
+    antialias: bool | None = Field(None, description="bilinear/bicubic: low-pass when shrinking (default: auto)")
+
+
+PARAMETERS = sorted(UpscaleParams.model_fields)
+
+REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the image: a multipart form with a file field `image`, or the raw bytes as `image/*`",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the upscaled image"},
+    401: {"description": "missing or invalid API key"},
+    413: {"description": "upload larger than SR_MAX_UPLOAD_BYTES"},
+    415: {"description": "neither multipart/form-data nor image/*"},
+    422: {"description": "bad parameter, unreadable image, or a pixel limit exceeded"},
+    503: {"description": "queue full, not ready, or out of device memory; see Retry-After"},
+    504: {"description": "still queued when the request's deadline passed"},
+}
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def in_thread(runtime: Runtime, fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(runtime.io, fn, *args)
+
+
+async def read_upload(request: Request) -> tuple[bytes, dict[str, str]]:
+    """The image bytes and any extra form fields."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=len(PARAMETERS) + 1) as form:
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise APIError(
+                    422, "missing_image", "the multipart form needs a file field named 'image'", field="image"
+                )
+            fields = {k: v for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
+            return await upload.read(), fields
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        return await request.body(), {}
+    raise APIError(
+        415,
+        "unsupported_media_type",
+        f"cannot read a body of type {content_type or '(none)'}",
+        field="content-type",
+        allowed=["multipart/form-data (field image)", "image/*"],
+    )
+
+
+def merge_form_fields(params: UpscaleParams, fields: dict[str, str]) -> UpscaleParams:
+    if not fields:
+        return params
+    try:
+        return UpscaleParams.model_validate({**params.model_dump(exclude_unset=True), **fields})
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        message = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+        raise APIError(
+            422,
+            "invalid_parameter",
+            f"{field}: {message}",
+            field=field,
+            allowed=(err.get("ctx") or {}).get("expected") or PARAMETERS,
+        ) from None
+
+
+async def wait_for(job: Job, request: Request) -> np.ndarray:
+    """The job's output; cancels it when the client leaves or the deadline passes."""
+    while True:
+        left = job.deadline - time.monotonic()
+        if left <= 0:
+            job.cancel()
+            raise DeadlineExceeded("the request did not finish before its deadline")
+        done, _ = await asyncio.wait({job.future}, timeout=min(DISCONNECT_POLL_S, left))
+        if done:
+            return job.future.result()
+        if await request.is_disconnected():
+            job.cancel()
+            raise ClientGone
+
+
+def finish(image: Decoded, pixels: np.ndarray, route: Route, params: UpscaleParams) -> bytes:
+    alpha = resize_plane(image.alpha, route.out_size) if image.alpha is not None else None
+    return encode(
+        pixels, alpha, grey=image.grey, fmt=params.format, quality=params.quality, icc_profile=image.icc_profile
+    )
+
+
+def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
+    scale = params.scale
+    if scale is None and params.width is None and params.height is None:
+        scale = DEFAULT_SCALE
+    try:
+        route = runtime.pool.resolve(
+            params.model,
+            in_size=(image.height, image.width),
+            scale=scale,
+            width=params.width,
+            height=params.height,
+            align_corners=params.align_corners,
+            antialias=params.antialias,
+        )
+    except RequestError as e:
+        code = "unknown_model" if e.field_name == "model" and e.allowed else "invalid_parameter"
+        raise APIError(422, code, str(e), field=e.field_name, allowed=e.allowed) from None
+    out_h, out_w = route.out_size
+    limit = runtime.settings.max_output_pixels
+    if out_h * out_w > limit:
+        raise APIError(
+            422,
+            "output_pixels",
+            f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels; the limit is {limit} output pixels",
+            field="scale",
+            allowed={"max_output_pixels": limit},
+        )
+    if image.alpha is not None and params.format == "jpeg":
+        raise APIError(
+            422,
+            "alpha_needs_png_or_webp",
+            "the image has an alpha channel, which JPEG cannot hold",
+            field="format",
+            allowed=["png", "webp"],
+        )
+    return route
+
+
+@router.post(
+    "/upscale",
+    dependencies=[ApiKeyDep],
+    response_class=Response,
+    responses=ERROR_RESPONSES,
+    openapi_extra=REQUEST_BODY,
+    summary="Upscale one image",
+)
+async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], runtime: RuntimeDep) -> Response:
+    arrived = time.monotonic()
+    metrics = runtime.metrics
+    label = params.model if params.model in runtime.pool.names else "unknown"
+    status = 500
+    metrics.inflight.inc()
+    try:
+        response = await _upscale(request, params, runtime, arrived)
+        status = response.status_code
+        return response
+    except APIError as e:
+        status = e.status
+        metrics.rejections.labels(e.code).inc()
+        raise
+    finally:
+        metrics.inflight.dec()
+        metrics.request_duration.labels(label, str(status)).observe(time.monotonic() - arrived)
+        metrics.requests.labels(label, str(status)).inc()
+
+
+async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, arrived: float) -> Response:
+    settings = runtime.settings
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    if runtime.phase is not Phase.READY:
+        raise APIError(503, "not_ready", f"the server is {runtime.phase.value}; try again shortly", headers=retry)
+    data, fields = await read_upload(request)
+    params = merge_form_fields(params, fields)
+
+    t0 = time.monotonic()
+    try:
+        image = await in_thread(runtime, partial(decode, data, max_pixels=settings.max_input_pixels))
+    except ImageError as e:
+        allowed = {"max_input_pixels": settings.max_input_pixels} if e.reason == "input_pixels" else None
+        raise APIError(e.status, e.reason, str(e), field="image", allowed=allowed) from None
+    decode_s = time.monotonic() - t0
+    runtime.metrics.decode.observe(decode_s)
+    del data
+    route = route_for(runtime, image, params)
+
+    try:
+        job = runtime.engine.submit(route, image.pixels, arrived + settings.request_timeout_s)
+    except QueueFull as e:
+        raise APIError(503, "queue_full", f"the server is busy ({e}); retry later", headers=retry) from None
+    try:
+        pixels = await wait_for(job, request)
+    except DeadlineExceeded:
+        raise APIError(
+            504,
+            "deadline_exceeded",
+            f"not finished within SR_REQUEST_TIMEOUT_S = {settings.request_timeout_s:g} s",
+            allowed={"request_timeout_s": settings.request_timeout_s},
+        ) from None
+    except DeviceOutOfMemory as e:
+        raise APIError(503, "device_out_of_memory", str(e), headers=retry) from None
+    except ClientGone:
+        runtime.metrics.rejections.labels("client_gone").inc()
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed"
+    except Exception as e:
+        raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
+
+    t1 = time.monotonic()
+    body = await in_thread(runtime, finish, image, pixels, route, params)
+    encode_s = time.monotonic() - t1
+    runtime.metrics.encode.labels(params.format).observe(encode_s)
+    timing = ", ".join(
+        f"{name};dur={sec * 1000:.1f}"
+        for name, sec in (
+            ("decode", decode_s),
+            ("queue", job.queue_s),
+            ("compute", job.compute_s),
+            ("encode", encode_s),
+        )
+    )
+    out_h, out_w = route.out_size
+    headers = {"Server-Timing": timing, "X-Output-Size": f"{out_w}x{out_h}", "X-Model": params.model}
+    return Response(body, media_type=MEDIA_TYPES[params.format], headers=headers)

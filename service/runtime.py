@@ -1,0 +1,83 @@
+"""Per-app state: settings, metrics, models and the worker, plus readiness.
+
+One instance lives on ``app.state.runtime``; nothing here is module-global.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
+
+import torch
+
+from service.engine import Engine
+from service.metrics import Metrics
+from service.model_pool import ModelPool
+from service.settings import Settings
+
+log = logging.getLogger("srserve")
+
+
+class Phase(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Runtime:
+    """Everything one running app owns."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.metrics = Metrics()
+        self.metrics.watch_device(lambda: self.device)
+        self.pool = ModelPool(
+            device=self.device,
+            weights_dir=settings.weights_dir,
+            enabled=settings.models,
+            window=settings.tile_size,
+            precision=dict(settings.precision),
+        )
+        self.engine = Engine(
+            self.pool,
+            self.metrics,
+            max_batch_tiles=settings.max_batch_tiles,
+            max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
+            max_queue_tiles=settings.max_queue_tiles,
+        )
+        self.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="srserve-io")
+        self.phase = Phase.STARTING
+        self.error: str | None = None
+
+    def load(self) -> None:
+        """Load and warm every model, start the worker, then report ready (runs in a thread)."""
+        try:
+            self.pool.load()
+            if self.settings.warmup:
+                self.engine.warm_up()
+            self.engine.start()
+        except Exception as e:
+            self.phase, self.error = Phase.FAILED, f"{type(e).__name__}: {e}"
+            log.exception("start-up failed")
+            return
+        if self.phase is Phase.STARTING:
+            self.phase = Phase.READY
+            self.metrics.ready.set(1)
+        log.info("ready on %s with %s", self.device, [f"{e.name}_x{int(e.scale)}" for e in self.pool.entries()])
+
+    def begin_drain(self) -> None:
+        self.phase = Phase.DRAINING
+        self.metrics.ready.set(0)
+
+    def close(self) -> None:
+        self.engine.stop(timeout=self.settings.request_timeout_s)
+        self.io.shutdown(wait=True)

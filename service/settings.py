@@ -1,0 +1,54 @@
+"""Service settings, from ``SR_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.catalog import DEFAULT_WEIGHTS_DIR
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; each field is ``SR_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SR_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    weights_dir: Path = DEFAULT_WEIGHTS_DIR
+    models: Annotated[list[str] | None, NoDecode] = Field(None, description="comma-separated names; default all")
+    precision: dict[str, Literal["fp32", "fp16", "bf16"]] = Field(
+        default_factory=dict, description='per-model autocast on CUDA, JSON: {"espcn": "fp16"}'
+    )
+    tile_size: int = Field(128, ge=16, description="LR window side of one tile (core + halo)")
+    max_batch_tiles: int = Field(16, ge=1)
+    max_batch_delay_ms: float = Field(5.0, ge=0)
+    max_queue_tiles: int = Field(4096, ge=1, description="tiles waiting before new requests get 503")
+    request_timeout_s: float = Field(120.0, gt=0, description="a request still unfinished by then gets 504")
+    retry_after_s: int = Field(1, ge=1)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_input_pixels: int = Field(4096 * 4096, ge=1)
+    max_output_pixels: int = Field(8192 * 8192, ge=1)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma-separated")
+    io_threads: int = Field(4, ge=1, description="threads that decode and encode images")
+    warmup: bool = True
+    drain_seconds: float = Field(2.0, ge=0, description="after SIGTERM, /readyz says 503 this long before closing")
+    log_level: str = "info"
+
+    @field_validator("models", "api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings; tests pass their own to ``create_app`` instead."""
+    return Settings()

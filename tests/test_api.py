@@ -1,0 +1,338 @@
+"""The real server over HTTP: endpoints, modes, limits and errors."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.weights import read_card
+from service.model_pool import ModelPool
+from tests import imagegen
+from tests.conftest import WEIGHTS, smooth_image
+from tests.server import Server, metric_value, running_server
+
+TILE = 48
+ENV = {
+    "SR_TILE_SIZE": str(TILE),
+    "SR_MAX_BATCH_DELAY_MS": "20",
+    "SR_MAX_UPLOAD_BYTES": "2000000",
+    "SR_MAX_INPUT_PIXELS": "250000",
+    "SR_MAX_OUTPUT_PIXELS": "1000000",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("api"), ENV) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def png(image: Image.Image) -> bytes:
+    return imagegen.encode(image, "PNG")
+
+
+def upload(client: httpx.Client, data: bytes, **params: object) -> httpx.Response:
+    return client.post("/v1/upscale", params=params, files={"image": ("in.png", data, "image/png")})
+
+
+def opened(response: httpx.Response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["message"]
+    if code:
+        assert error["code"] == code
+    return error
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+
+def test_health_ready_and_metrics(client: httpx.Client) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["device"] == "cpu"
+    text = client.get("/metrics").text
+    for name in (
+        "srserve_request_duration_seconds",
+        "srserve_queue_wait_seconds",
+        "srserve_batch_compute_seconds",
+        "srserve_decode_seconds",
+        "srserve_encode_seconds",
+        "srserve_batch_tiles",
+        "srserve_queued_tiles",
+        "srserve_inflight_requests",
+        "srserve_requests_total",
+        "srserve_rejections_total",
+        "srserve_device_memory_bytes",
+    ):
+        assert f"# TYPE {name.removesuffix('_total')}" in text, name
+    assert metric_value(text, "srserve_ready") == 1
+
+
+def test_models_lists_scales_parameters_fields_and_psnr(client: httpx.Client) -> None:
+    body = client.get("/v1/models").json()
+    by_name = {m["name"]: m for m in body["models"]}
+    assert set(by_name) == {"nearest", "nearest-exact", "bilinear", "bicubic", "area", "espcn", "deconv"}
+    for name in ("espcn", "deconv"):
+        m = by_name[name]
+        assert m["scales"] == [2, 3, 4]
+        for v in m["variants"]:
+            assert v["parameters"] > 1000 and v["receptive_radius"] > 0
+            assert v["tile"] == {
+                "window": TILE,
+                "halo": v["receptive_radius"],
+                "core": TILE - 2 * v["receptive_radius"],
+            }
+            card = read_card(WEIGHTS / f"{name}_x{v['scale']}.safetensors")
+            assert v["psnr"]["set5"] == card["metrics"]["set5"]["psnr_y"] and v["sha256"] == card["sha256"]
+    assert by_name["bicubic"]["options"] == ["align_corners", "antialias"]
+
+
+def test_openapi_documents_the_api(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/upscale", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    op = spec["paths"]["/v1/upscale"]["post"]
+    assert set(op["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
+    names = {p["name"] for p in op["parameters"]}
+    assert {"model", "scale", "width", "height", "format", "quality", "align_corners", "antialias"} <= names
+    assert {"413", "415", "422", "503", "504"} <= set(op["responses"])
+
+
+def test_web_page_is_served(client: httpx.Client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "/v1/upscale" in page.text and "<form" in page.text
+
+
+# -- upscaling -----------------------------------------------------------------------------------
+
+
+def test_multipart_upscale_with_timing_and_request_id(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/upscale",
+        params={"model": "espcn", "scale": 3},
+        headers={"X-Request-ID": "abc-123"},
+        files={"image": ("in.png", png(imagegen.rgb(30, 50)), "image/png")},
+    )
+    assert opened(r).size == (150, 90)
+    assert r.headers["x-request-id"] == "abc-123"
+    phases = [p.split(";")[0].strip() for p in r.headers["server-timing"].split(",")]
+    assert phases == ["decode", "queue", "compute", "encode"]
+
+
+def test_raw_body_and_default_scale(client: httpx.Client) -> None:
+    r = client.post("/v1/upscale", content=png(imagegen.rgb(20, 24)), headers={"Content-Type": "image/png"})
+    assert opened(r).size == (48, 40)
+    assert len(r.headers["x-request-id"]) == 32
+
+
+def test_form_fields_are_parameters_too(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/upscale",
+        data={"model": "nearest", "scale": "4"},
+        files={"image": ("in.png", png(imagegen.rgb(10, 10)), "image/png")},
+    )
+    out = np.asarray(opened(r))
+    src = np.asarray(imagegen.rgb(10, 10))
+    assert np.array_equal(out, src.repeat(4, 0).repeat(4, 1))
+
+
+def test_service_output_equals_local_whole_image_inference(client: httpx.Client) -> None:
+    """Tiles batched on the server give the same pixels as one whole-image forward pass."""
+    pool = ModelPool(device=__import__("torch").device("cpu"), weights_dir=WEIGHTS, enabled=["deconv"], window=4096)
+    pool.load()
+    src = smooth_image(70, 101, seed=9)
+    for scale in (2, 4):
+        r = upload(client, png(Image.fromarray(src)), model="deconv", scale=scale)
+        got = np.asarray(opened(r))
+        from service.local import run_route
+
+        ref = run_route(pool, pool.resolve("deconv", in_size=(70, 101), scale=scale), src)  # one tile: the whole
+        differ = got != ref
+        assert differ.mean() < 1e-3 and np.abs(got.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_output_formats(client: httpx.Client, fmt: str) -> None:
+    r = upload(client, png(imagegen.rgb()), model="bicubic", scale=2, format=fmt, quality=80)
+    assert r.headers["content-type"] == f"image/{fmt}"
+    assert opened(r).format == fmt.upper()
+
+
+def test_resizers_by_size_factor_and_grid(client: httpx.Client) -> None:
+    src = png(imagegen.rgb(20, 24))
+    assert opened(upload(client, src, model="bicubic", scale=1.5)).size == (36, 30)
+    assert opened(upload(client, src, model="bilinear", width=50)).size == (50, 42)
+    assert opened(upload(client, src, model="area", scale=0.5)).size == (12, 10)
+    a = np.asarray(opened(upload(client, src, model="bilinear", scale=2, align_corners="true")))
+    b = np.asarray(opened(upload(client, src, model="bilinear", scale=2, align_corners="false")))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+# -- modes ---------------------------------------------------------------------------------------
+
+
+def test_rgba_keeps_alpha_in_png_and_webp(client: httpx.Client) -> None:
+    data = png(imagegen.rgba())
+    for fmt in ("png", "webp"):
+        assert opened(upload(client, data, model="espcn", scale=2, format=fmt)).mode == "RGBA"
+    error = assert_error(upload(client, data, model="espcn", scale=2, format="jpeg"), 422, "alpha_needs_png_or_webp")
+    assert error["allowed"] == ["png", "webp"]
+
+
+def test_grey_modes(client: httpx.Client) -> None:
+    assert opened(upload(client, png(imagegen.rgb().convert("L")), scale=2)).mode == "L"
+    assert opened(upload(client, png(imagegen.rgba().convert("LA")), scale=2)).mode == "LA"
+    out = opened(upload(client, png(imagegen.grey16()), model="espcn", scale=2))
+    assert out.mode.startswith("I") and np.asarray(out).max() > 255  # still 16-bit
+    p = imagegen.rgb().convert("P")
+    assert opened(upload(client, imagegen.encode(p, "PNG", transparency=0), scale=2)).mode == "RGBA"
+    assert opened(upload(client, png(p), scale=2)).mode == "RGB"
+
+
+def test_cmyk_bmp_tiff_webp_inputs(client: httpx.Client) -> None:
+    cmyk = imagegen.encode(imagegen.rgb().convert("CMYK"), "JPEG")
+    assert opened(upload(client, cmyk, scale=2)).mode == "RGB"
+    for fmt in ("BMP", "TIFF", "WEBP"):
+        assert opened(upload(client, imagegen.encode(imagegen.rgb(), fmt), scale=2)).size == (48, 40)
+
+
+def test_exif_orientation_and_icc_profile(client: httpx.Client) -> None:
+    rotated = imagegen.with_orientation(imagegen.rgb(20, 24), 6)
+    assert opened(upload(client, rotated, scale=2)).size == (40, 48)
+    icc = imagegen.srgb_profile()
+    out = opened(upload(client, imagegen.encode(imagegen.rgb(), "PNG", icc_profile=icc), scale=2, format="jpeg"))
+    assert out.info.get("icc_profile") == icc
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def test_unknown_model_and_scale_list_the_valid_ones(client: httpx.Client) -> None:
+    data = png(imagegen.rgb())
+    error = assert_error(upload(client, data, model="esrgan", scale=2), 422, "unknown_model")
+    assert "espcn" in error["allowed"] and "bicubic" in error["allowed"]
+    error = assert_error(upload(client, data, model="espcn", scale=5), 422)
+    assert error["allowed"] == [2, 3, 4] and error["field"] == "scale"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"format": "gif"}, "format"),
+        ({"quality": 0}, "quality"),
+        ({"scale": "abc"}, "scale"),
+        ({"scale": -1}, "scale"),
+        ({"scales": 2}, "scales"),
+        ({"width": 0}, "width"),
+    ],
+)
+def test_bad_parameters(client: httpx.Client, params: dict, field: str) -> None:
+    error = assert_error(upload(client, png(imagegen.rgb()), **params), 422, "invalid_parameter")
+    assert error["field"] == field
+    assert "model" in error["parameters"]
+
+
+def test_bad_combinations(client: httpx.Client) -> None:
+    data = png(imagegen.rgb())
+    assert_error(upload(client, data, model="nearest", align_corners="true", scale=2), 422)
+    assert_error(upload(client, data, model="espcn", antialias="true", scale=2), 422)
+    assert_error(upload(client, data, model="bicubic", scale=2, width=10), 422)
+    error = assert_error(upload(client, data, model="espcn", width=31), 422)
+    assert error["allowed"] == ["48x40", "72x60", "96x80"]
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", png(imagegen.rgb())[:100], imagegen.encode(imagegen.rgb(), "GIF")])
+def test_unreadable_images(client: httpx.Client, data: bytes) -> None:
+    error = assert_error(upload(client, data, scale=2), 422)
+    assert error["field"] == "image"
+
+
+def test_body_errors(client: httpx.Client) -> None:
+    assert_error(client.post("/v1/upscale", content=b"{}", headers={"Content-Type": "application/json"}), 415)
+    assert_error(client.post("/v1/upscale", files={"file": ("x.png", png(imagegen.rgb()))}), 422, "missing_image")
+
+
+def test_limits(client: httpx.Client) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)
+    too_big = imagegen.encode(Image.fromarray(noise), "BMP")  # 2.4 MB > 2 MB
+    error = assert_error(upload(client, too_big, scale=2), 413, "upload_too_large")
+    assert error["allowed"] == {"max_upload_bytes": 2_000_000}
+    error = assert_error(upload(client, png(imagegen.rgb(600, 500)), scale=2), 422, "input_pixels")
+    assert "250000" in error["message"] and error["allowed"] == {"max_input_pixels": 250000}
+    error = assert_error(upload(client, png(imagegen.rgb(300, 300)), model="espcn", scale=4), 422, "output_pixels")
+    assert error["allowed"] == {"max_output_pixels": 1_000_000}
+    bomb = png(Image.new("L", (20000, 20000)))
+    assert_error(upload(client, bomb, scale=2), 422, "decompression_bomb")
+
+
+def test_not_found_and_method_not_allowed_are_json(client: httpx.Client) -> None:
+    assert "/v1/upscale" in assert_error(client.get("/v2/upscale"), 404, "not_found")["allowed"]
+    assert assert_error(client.get("/v1/upscale"), 405, "method_not_allowed")["allowed"] == ["POST"]
+
+
+def test_nothing_a_client_sends_gets_500(client: httpx.Client) -> None:
+    rng = np.random.default_rng(1)
+    bodies = [
+        png(imagegen.rgb(1, 1)),
+        png(imagegen.rgb(1, 300)),
+        bytes(rng.integers(0, 256, 5000, dtype=np.uint8)),
+        b"\x89PNG\r\n\x1a\n" + bytes(100),
+        imagegen.encode(imagegen.rgb(), "TIFF")[:200],
+    ]
+    params = [
+        {},
+        {"model": "deconv", "scale": 4},
+        {"model": "area", "width": 1, "height": 1},
+        {"model": "bicubic", "scale": 0.01},
+        {"model": "nearest-exact", "height": 3},
+        {"model": ""},
+    ]
+    for body in bodies:
+        for p in params:
+            r = upload(client, body, **p)
+            assert r.status_code < 500, (p, r.text)
+
+
+def test_rejections_are_counted(client: httpx.Client) -> None:
+    upload(client, png(imagegen.rgb()), model="nope")
+    text = client.get("/metrics").text
+    assert metric_value(text, "srserve_rejections_total", {"reason": "unknown_model"}) >= 1
+    assert metric_value(text, "srserve_requests_total", {"status": "422"}) >= 1
+    assert metric_value(text, "srserve_request_duration_seconds_count", {"model": "espcn", "status": "200"}) >= 1
+
+
+def test_api_keys(tmp_path: Path) -> None:
+    with running_server(tmp_path, {**ENV, "SR_API_KEYS": "k1, k2"}) as s, httpx.Client(base_url=s.url) as c:
+        data = png(imagegen.rgb())
+        assert_error(
+            c.post("/v1/upscale", params={"scale": 2}, files={"image": ("a.png", data)}), 401, "missing_api_key"
+        )
+        assert_error(
+            c.post("/v1/upscale", params={"scale": 2}, files={"image": ("a.png", data)}, headers={"X-API-Key": "nope"}),
+            401,
+            "invalid_api_key",
+        )
+        assert_error(c.get("/v1/models"), 401)
+        ok = c.post("/v1/upscale", params={"scale": 2}, files={"image": ("a.png", data)}, headers={"X-API-Key": "k2"})
+        assert ok.status_code == 200
+        bearer = c.get("/v1/models", headers={"Authorization": "Bearer k1"})
+        assert bearer.status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200

@@ -1,0 +1,91 @@
+"""The batch collector, with a plain queue and a fake monotonic clock."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from service.batching import STOP, Backlog, collect_batch
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_full_batch_is_released_at_once() -> None:
+    q: queue.Queue = queue.Queue()
+    q.put([("a", i) for i in range(5)])
+    backlog: Backlog[int] = Backlog()
+    clock = FakeClock()
+    assert collect_batch(q, backlog, max_items=4, max_delay=10.0, clock=clock) == [0, 1, 2, 3]
+    assert len(backlog) == 1
+
+
+def test_partial_batch_waits_for_the_deadline() -> None:
+    backlog: Backlog[str] = Backlog()
+    backlog.add("k", "x", now=10.0)
+    wait = backlog.take(4, max_delay=0.5, now=10.2)
+    assert isinstance(wait, float) and abs(wait - 0.3) < 1e-9
+    assert backlog.take(4, max_delay=0.5, now=10.5) == ["x"]
+    assert backlog.take(4, max_delay=0.5, now=10.5) is None
+
+
+def test_real_clock_deadline_releases_a_lone_item() -> None:
+    q: queue.Queue = queue.Queue()
+    q.put([("k", 1)])
+    assert collect_batch(q, Backlog(), max_items=8, max_delay=0.01) == [1]
+
+
+def test_items_arriving_before_the_deadline_join_the_batch() -> None:
+    q: queue.Queue = queue.Queue()
+    q.put([("k", 1)])
+    timer = threading.Timer(0.02, lambda: q.put([("k", 2), ("k", 3)]))
+    timer.start()
+    assert collect_batch(q, Backlog(), max_items=8, max_delay=0.3) == [1, 2, 3]
+
+
+def test_groups_never_mix_and_oldest_goes_first() -> None:
+    backlog: Backlog[str] = Backlog()
+    backlog.add(("espcn", (64, 64)), "a1", now=1.0)
+    backlog.add(("bicubic", (64, 64)), "b1", now=0.5)
+    backlog.add(("espcn", (64, 64)), "a2", now=1.1)
+    backlog.add(("espcn", (32, 64)), "c1", now=1.2)
+    assert backlog.take(8, max_delay=0.1, now=5.0) == ["b1"]
+    assert backlog.take(8, max_delay=0.1, now=5.0) == ["a1", "a2"]
+    assert backlog.take(8, max_delay=0.1, now=5.0) == ["c1"]
+
+
+def test_a_full_group_beats_an_older_waiting_one() -> None:
+    backlog: Backlog[int] = Backlog()
+    backlog.add("old", 0, now=0.0)
+    for i in range(4):
+        backlog.add("new", i, now=0.01)
+    assert backlog.take(4, max_delay=1.0, now=0.02) == [0, 1, 2, 3]
+
+
+def test_stop_flushes_then_ends() -> None:
+    q: queue.Queue = queue.Queue()
+    q.put([("a", 1), ("b", 2)])
+    q.put(STOP)
+    backlog: Backlog[int] = Backlog()
+    clock = FakeClock()  # frozen: only the flush can release these
+    got = [collect_batch(q, backlog, max_items=8, max_delay=60.0, clock=clock) for _ in range(2)]
+    assert sorted(x for batch in got for x in batch) == [1, 2]
+    assert collect_batch(q, backlog, max_items=8, max_delay=60.0, clock=clock) is None
+    assert collect_batch(q, backlog, max_items=8, max_delay=60.0, clock=clock) is None
+
+
+def test_blocks_while_empty() -> None:
+    q: queue.Queue = queue.Queue()
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(collect_batch(q, Backlog(), max_items=2, max_delay=0.0)))
+    t.start()
+    t.join(0.1)
+    assert t.is_alive() and not result
+    q.put([("k", 7)])
+    t.join(2)
+    assert result == [[7]]

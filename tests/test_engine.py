@@ -1,0 +1,137 @@
+"""The worker in-process: failures stay in their batch, OOM splits, cancelled work is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, QueueFull
+from service.metrics import Metrics
+from service.model_pool import ModelEntry, ModelPool, Route
+
+
+class Doubler(nn.Module):
+    """x2 nearest upscale that can be told to fail; records batch sizes."""
+
+    scale = 2
+
+    def __init__(self, fail_when: int | None = None, oom_above: int | None = None, delay: float = 0.0) -> None:
+        super().__init__()
+        self.fail_when, self.oom_above, self.delay = fail_when, oom_above, delay
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.oom_above is not None and n > self.oom_above:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.batches.append(n)
+        time.sleep(self.delay)
+        if self.fail_when is not None and (x * 255).round().eq(self.fail_when).any():
+            raise ValueError("poisoned input")
+        return x.repeat_interleave(2, -2).repeat_interleave(2, -1)
+
+
+def make_engine(model: Doubler, **kwargs: object) -> tuple[Engine, Route]:
+    pool = ModelPool(device=torch.device("cpu"), weights_dir=None, enabled=[], window=16)  # type: ignore[arg-type]
+    entry = ModelEntry("doubler", "learned", model, radius=0)
+    route = Route(entry, ("learned", "doubler", 2), (0, 0), True, 2)
+    options = {"max_batch_tiles": 8, "max_batch_delay_s": 0.05, "max_queue_tiles": 1000, **kwargs}
+    return Engine(pool, Metrics(), **options), route  # type: ignore[arg-type]
+
+
+def route_for(route: Route, pixels: np.ndarray) -> Route:
+    h, w = pixels.shape[:2]
+    return Route(route.entry, route.key, (2 * h, 2 * w), True, 2)
+
+
+def image(value: int, h: int = 16, w: int = 16) -> np.ndarray:
+    return np.full((h, w, 3), value, dtype=np.uint8)
+
+
+async def submit_all(engine: Engine, route: Route, images: list[np.ndarray], timeout: float = 10.0) -> list:
+    jobs = [engine.submit(route_for(route, im), im, time.monotonic() + timeout) for im in images]
+    return await asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
+
+
+def test_tiles_of_many_requests_share_batches() -> None:
+    model = Doubler()
+    engine, route = make_engine(model)
+    engine.start()
+    results = asyncio.run(submit_all(engine, route, [image(i, 40, 20) for i in range(6)]))
+    engine.stop(5)
+    for i, out in enumerate(results):
+        assert np.array_equal(out, image(i, 80, 40))
+    assert max(model.batches) > 1
+
+
+def test_exception_fails_only_its_batch_and_the_worker_lives() -> None:
+    model = Doubler(fail_when=13)
+    engine, route = make_engine(model, max_batch_delay_s=0.2)
+
+    async def scenario() -> tuple[list, list]:
+        first = await submit_all(engine, route, [image(1), image(13), image(2)])  # one batch
+        second = await submit_all(engine, route, [image(3), image(4)])
+        return first, second
+
+    engine.start()
+    first, second = asyncio.run(scenario())
+    engine.stop(5)
+    assert all(isinstance(r, ValueError) for r in first)  # delivered to every request of the batch
+    assert all(isinstance(r, np.ndarray) for r in second)
+    assert engine.alive is False  # stopped cleanly above, not crashed
+    assert engine.metrics.batch_failures.labels("error")._value.get() == 1
+
+
+def test_out_of_memory_splits_the_batch_before_failing() -> None:
+    model = Doubler(oom_above=2)
+    engine, route = make_engine(model, max_batch_delay_s=0.2)
+    engine.start()
+    results = asyncio.run(submit_all(engine, route, [image(i) for i in range(7)]))
+    engine.stop(5)
+    assert all(isinstance(r, np.ndarray) for r in results)
+    assert max(model.batches) <= 2
+    assert engine.metrics.batch_failures.labels("oom_split")._value.get() >= 1
+
+
+def test_a_single_tile_out_of_memory_is_reported() -> None:
+    engine, route = make_engine(Doubler(oom_above=0))
+    engine.start()
+    (result,) = asyncio.run(submit_all(engine, route, [image(1)]))
+    engine.stop(5)
+    assert isinstance(result, DeviceOutOfMemory)
+
+
+def test_cancelled_and_expired_work_is_dropped_before_compute() -> None:
+    model = Doubler(delay=0.3)
+    engine, route = make_engine(model, max_batch_tiles=1, max_batch_delay_s=0.0)
+
+    async def scenario() -> list:
+        blocker = engine.submit(route_for(route, image(1)), image(1), time.monotonic() + 10)
+        gone = engine.submit(route_for(route, image(2, 64, 16)), image(2, 64, 16), time.monotonic() + 10)
+        late = engine.submit(route_for(route, image(3)), image(3), time.monotonic() + 0.1)
+        gone.cancel()
+        return await asyncio.gather(blocker.future, late.future, return_exceptions=True)
+
+    engine.start()
+    done, late = asyncio.run(scenario())
+    engine.stop(5)
+    assert isinstance(done, np.ndarray) and isinstance(late, DeadlineExceeded)
+    assert model.batches == [1]  # neither the 4 tiles of the cancelled job nor the late one ran
+    assert engine.metrics.dropped_tiles.labels("cancelled")._value.get() == 4
+
+
+def test_queue_bound() -> None:
+    engine, route = make_engine(Doubler(), max_queue_tiles=4)
+
+    async def scenario() -> None:
+        engine.submit(route_for(route, image(1, 64, 16)), image(1, 64, 16), time.monotonic() + 5)  # 4 tiles
+        with pytest.raises(QueueFull):
+            engine.submit(route_for(route, image(2)), image(2), time.monotonic() + 5)
+
+    asyncio.run(scenario())  # worker not started: everything stays queued
+    assert engine.queued_tiles == 4
