@@ -77,9 +77,11 @@ def test_resume_continues_exactly(image_folder: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "run-resumed" / "last.safetensors"
     assert ckpt.is_file()
     resumed = run(image_folder, tmp_path, "resumed", "--steps", "6", "--val-every", "3", "--resume")
-    a = read_card(straight)["training"]["steps_run"]
-    b = read_card(resumed)["training"]["steps_run"]
-    assert a == b == 6
+    a = read_card(straight)["training"]
+    b = read_card(resumed)["training"]
+    assert a["steps_run"] == b["steps_run"] == 6
+    assert [h["from_step"] for h in a["history"]] == [0]
+    assert [h["from_step"] for h in b["history"]] == [0, 3] and "--resume" in b["history"][1]["command"]
     last_a = load_file(str(tmp_path / "run-straight" / "last.safetensors"))
     last_b = load_file(str(ckpt))
     for k in last_a:

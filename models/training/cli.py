@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_files, val_files = split(args.data, args.val_count)
     train_set, val_set = load_pairs(train_files, args.scale), load_pairs(val_files, args.scale)
+    command = "srtrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     summary = train(
         model,
         scale=args.scale,
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         resume=args.resume,
         show_progress=not args.quiet,
+        command=command,
     )
 
     best = load_file(str(run_dir / "best.safetensors"))
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "machine": platform.machine(),
-            "command": "srtrain " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "command": command,
+            "history": summary["history"],
         },
         "metrics": metrics,
     }

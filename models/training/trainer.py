@@ -72,6 +72,7 @@ def train(
     device: torch.device,
     resume: bool = False,
     show_progress: bool = True,
+    command: str = "",
 ) -> dict[str, Any]:
     """Train ``model`` in place, keeping the best validation weights in ``run_dir/best.safetensors``.
 
@@ -86,6 +87,9 @@ def train(
     state: dict[str, Any] = {"step": 0, "best_psnr": -math.inf, "best_ssim": 0.0, "best_step": 0, "wall_s": 0.0}
     if resume and last.is_file():
         state = load_checkpoint(last, model, optimizer, generator)
+    # Every invocation that trained this run, so a card tells a resumed run from a straight one.
+    earlier = [{"command": "(not recorded)", "from_step": 0, "steps": None}] if state["step"] else []
+    state.setdefault("history", earlier).append({"command": command, "from_step": state["step"], "steps": recipe.steps})
     sampler = PatchSampler(train_set, scale=scale, patch=recipe.patch, batch=recipe.batch, generator=generator)
 
     started = time.monotonic() - state["wall_s"]

@@ -1,0 +1,87 @@
+"""The core of the service on a GPU (skipped without CUDA)."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from service.inference import predict
+from service.local import run_route
+from service.model_pool import ModelPool
+from tests import imagegen
+from tests.conftest import WEIGHTS, smooth_image
+from tests.server import metric_value, running_server
+
+pytestmark = pytest.mark.cuda
+
+
+def close(a: np.ndarray, b: np.ndarray, max_diff: int = 1, fraction: float = 1e-2) -> bool:
+    diff = np.abs(a.astype(int) - b.astype(int))
+    return diff.max() <= max_diff and (diff > 0).mean() < fraction
+
+
+@pytest.mark.parametrize("name", ["espcn", "deconv"])
+def test_gpu_tiles_match_cpu_whole_image(name: str) -> None:
+    image = smooth_image(123, 77, seed=3)
+    cpu = ModelPool(device=torch.device("cpu"), weights_dir=WEIGHTS, enabled=[name], window=4096)
+    gpu = ModelPool(device=torch.device("cuda"), weights_dir=WEIGHTS, enabled=[name], window=64)
+    cpu.load()
+    gpu.load()
+    for scale in gpu.scales(name):
+        ref = run_route(cpu, cpu.resolve(name, in_size=(123, 77), scale=scale), image)
+        got = run_route(gpu, gpu.resolve(name, in_size=(123, 77), scale=scale), image, batch_tiles=16)
+        assert close(got, ref)
+
+
+def test_half_precision_is_close_to_float() -> None:
+    pool = ModelPool(device=torch.device("cuda"), weights_dir=WEIGHTS, enabled=["espcn"], window=64)
+    pool.load()
+    entry = pool.learned[("espcn", 2)]
+    windows = np.stack([smooth_image(64, 64, seed=i) for i in range(8)])
+    full = predict(entry.module, windows, device=pool.device)
+    for precision in ("fp16", "bf16"):
+        half = predict(entry.module, windows, device=pool.device, precision=precision)
+        assert np.abs(half.astype(int) - full).max() <= 3
+
+
+def test_server_on_gpu_batches_concurrent_requests(tmp_path: Path) -> None:
+    env = {
+        "SR_DEVICE": "cuda",
+        "SR_TILE_SIZE": "64",
+        "SR_MAX_BATCH_DELAY_MS": "20",
+        "SR_PRECISION": '{"deconv": "fp16"}',
+    }
+    with running_server(tmp_path, env) as s:
+        ready = httpx.get(f"{s.url}/readyz").json()
+        assert ready["device"].startswith("cuda")
+        data = [imagegen.encode(imagegen.rgb(40 + 7 * i, 90 - 5 * i, seed=i)) for i in range(16)]
+
+        def post(d: bytes) -> np.ndarray:
+            r = httpx.post(
+                f"{s.url}/v1/upscale", params={"model": "espcn", "scale": 2}, files={"image": ("x.png", d)}, timeout=60
+            )
+            assert r.status_code == 200, r.text
+            return np.asarray(Image.open(io.BytesIO(r.content)))
+
+        singles = [post(d) for d in data]
+        with ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(post, data))
+        for a, b in zip(singles, together, strict=True):
+            assert close(a, b)
+        text = s.metrics()
+        assert metric_value(text, "srserve_batch_tiles_sum") > metric_value(text, "srserve_batch_tiles_count")
+        assert metric_value(text, "srserve_device_memory_bytes", {"kind": "allocated"}) > 0
+        fp16 = httpx.post(
+            f"{s.url}/v1/upscale",
+            params={"model": "deconv", "scale": 4},
+            files={"image": ("x.png", data[0])},
+            timeout=60,
+        )
+        assert fp16.status_code == 200
