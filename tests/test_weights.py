@@ -95,3 +95,19 @@ def test_shipped_card_matches_model_and_file(path: Path) -> None:
     assert card["metrics"]["validation"]["psnr_y"] > 20
     # The model runs and keeps the size contract.
     assert model(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9 * card["scale"], 7 * card["scale"])
+
+
+@pytest.mark.dataset
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_card_psnr_reproduces_on_set5(path: Path) -> None:
+    """The Set5 numbers in each card are what the weights measure under the protocol."""
+    from models.evaluation.protocol import list_images, load_rgb, mean, score
+    from models.imageops import upscale_array
+    from tests.conftest import DATASETS
+
+    card = read_card(path)
+    model, _ = load_model(path)
+    images = [(p.name, load_rgb(p)) for p in list_images(DATASETS / "set5")]
+    psnr, ssim = mean(score(lambda lr, _s: upscale_array(model, lr), images, card["scale"]))
+    assert psnr == pytest.approx(card["metrics"]["set5"]["psnr_y"], abs=0.005)
+    assert ssim == pytest.approx(card["metrics"]["set5"]["ssim_y"], abs=0.0005)

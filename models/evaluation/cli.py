@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.scales:
             if s in by_scale:
                 ps, ss = mean(score(by_scale[s], images, s))
-                cells.append(f"{ps:6.2f} / {ss:.4f}")
+                cells.append(f"{f'{ps:6.2f} / {ss:.4f}':^16}")
             else:
                 cells.append(f"{'-':^16}")
         print(f"{name:<{width}}  " + "  ".join(cells))
