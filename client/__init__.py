@@ -1,0 +1,1 @@
+"""srbatch: upscale whole folders through one or more running srserve replicas."""

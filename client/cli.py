@@ -1,0 +1,104 @@
+"""`srbatch`: upscale files, folders and globs through running srserve replicas.
+
+Outputs mirror the input tree under --out; existing outputs are skipped, so a
+rerun resumes. Exit status: 0 all done, 1 some failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from client.inputs import FORMAT_SUFFIX, discover, display, plan_outputs
+from client.replicas import Replicas
+from client.runner import Options, Runner, remove_stale_temporaries, report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="srbatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--out", type=Path, required=True, help="output folder (the input tree is mirrored below it)")
+    p.add_argument("--model", required=True, help="model name (GET /v1/models)")
+    p.add_argument("--scale", type=float, required=True, help="upscale factor")
+    p.add_argument("--format", choices=sorted(FORMAT_SUFFIX), default="png")
+    p.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100")
+    p.add_argument(
+        "--url",
+        action="append",
+        dest="urls",
+        metavar="URL",
+        help="a server; repeat to spread the load (default http://127.0.0.1:8000)",
+    )
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
+    p.add_argument("--api-key", default=os.environ.get("SRBATCH_API_KEY"), help="or SRBATCH_API_KEY")
+    p.add_argument("--retries", type=int, default=6, help="tries after the first on 429/502/503/504/connection errors")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds for one request")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--report", type=Path, help="write a JSON report of every file here")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log"),
+        default="auto",
+        help="a progress bar on a terminal (auto), or log lines",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.retries < 0 or args.timeout <= 0 or args.scale <= 0:
+        parser.error("--concurrency and --scale must be positive, --retries at least 0")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        parser.error("--quality must be within 1..100")
+    try:
+        found = discover(args.inputs)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    if not found:
+        parser.error("the inputs hold no images (.png .jpg .jpeg .webp .bmp .tif .tiff)")
+    out_dir: Path = args.out
+    if out_dir.exists() and not out_dir.is_dir():
+        parser.error(f"--out {display(out_dir)} is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+
+    params: dict[str, object] = {"model": args.model, "scale": args.scale, "format": args.format}
+    if args.quality is not None:
+        params["quality"] = args.quality
+    progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "bar"
+    options = Options(
+        out_dir=out_dir,
+        params=params,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        timeout_s=args.timeout,
+        overwrite=args.overwrite,
+        api_key=args.api_key,
+        progress=progress,
+    )
+    replicas = Replicas(args.urls or ["http://127.0.0.1:8000"])
+    tasks = plan_outputs(found, out_dir, args.format)
+
+    started = time.monotonic()
+    results = asyncio.run(Runner(tasks, replicas, options).run())
+    summary = report(results, time.monotonic() - started, replicas)
+    if args.report:
+        args.report.write_text(json.dumps(summary, indent=2) + "\n")
+    s = summary["summary"]
+    print(
+        f"srbatch: {s['ok']} done, {s['skipped']} skipped, {s['failed']} failed in {s['seconds']:.1f} s",
+        file=sys.stderr,
+    )
+    return 1 if s["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
