@@ -103,6 +103,7 @@ class Engine:
         self._queued = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
+        metrics.queue_capacity.set(max_queue_tiles)
 
     # -- loop side -------------------------------------------------------
     def start(self) -> None:

@@ -83,6 +83,9 @@ class Metrics:
             "srserve_encode_seconds", "Image encoding", ["format"], buckets=STEP_BUCKETS, registry=r
         )
         self.queued_tiles = Gauge("srserve_queued_tiles", "Tiles waiting for a batch", registry=r)
+        self.queue_capacity = Gauge(
+            "srserve_queue_capacity_tiles", "Queued tiles beyond which requests get 503", registry=r
+        )
         self.inflight = Gauge("srserve_inflight_requests", "Upscale requests being handled", registry=r)
         self.batch_failures = Counter("srserve_batch_failures", "Batches that raised, by kind", ["kind"], registry=r)
         self.dropped_tiles = Counter(

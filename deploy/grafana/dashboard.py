@@ -1,0 +1,269 @@
+"""Writes deploy/grafana/dashboards/srserve.json (the dashboard as code).
+
+    python deploy/grafana/dashboard.py          # regenerate
+    python deploy/grafana/dashboard.py --check  # exit 1 if the JSON is stale
+
+Every panel's queries filter on ``instance=~"$instance"``; the last row repeats
+once per replica.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards" / "srserve.json"
+DS = {"type": "prometheus", "uid": "prometheus"}
+I = 'instance=~"$instance"'  # noqa: E741 - the filter every query carries
+R = "$__rate_interval"
+
+
+def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, "range": True}
+
+
+def panel(
+    title: str,
+    description: str,
+    targets: list[tuple[str, str]],
+    grid: tuple[int, int, int, int],
+    unit: str = "short",
+    kind: str = "timeseries",
+    **options: Any,
+) -> dict[str, Any]:
+    x, y, w, h = grid
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit, **options.pop("defaults", {})}, "overrides": []},
+        "options": options or {"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]}},
+        "targets": [target(e, leg, chr(ord("A") + i)) for i, (e, leg) in enumerate(targets)],
+    }
+
+
+def quantiles(metric: str, by: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99), extra: str = "") -> list:
+    sel = f"{I}{extra}"
+    group = f"le, {by}" if by else "le"
+    legend = f"{{{{{by}}}}} " if by else ""
+    return [
+        (f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{sel}}}[{R}])))", f"{legend}p{int(q * 100)}")
+        for q in qs
+    ]
+
+
+def mean(metric: str) -> str:
+    return f"sum(rate({metric}_sum{{{I}}}[{R}])) / sum(rate({metric}_count{{{I}}}[{R}]))"
+
+
+def overview(y: int) -> list[dict[str, Any]]:
+    req = f"srserve_requests_total{{{I}}}"
+    return [
+        panel(
+            "Request rate by model and status",
+            "Upscale requests answered per second.",
+            [(f"sum by (model, status) (rate({req}[{R}]))", "{{model}} {{status}}")],
+            (0, y, 12, 8),
+            "reqps",
+        ),
+        panel(
+            "Error ratio by model and status",
+            "Share of requests answered 4xx/5xx: client mistakes (4xx) against failures to serve (5xx).",
+            [
+                (
+                    f'(sum by (model) (rate(srserve_requests_total{{{I}, status=~"[45].."}}[{R}])) '
+                    f"or sum by (model) (rate({req}[{R}])) * 0) / sum by (model) (rate({req}[{R}]))",
+                    "{{model}} all errors",
+                ),
+                (
+                    f'sum by (model, status) (rate(srserve_requests_total{{{I}, status!~"2.."}}[{R}])) '
+                    f"/ ignoring(status) group_left sum by (model) (rate({req}[{R}]))",
+                    "{{model}} {{status}}",
+                ),
+            ],
+            (12, y, 12, 8),
+            "percentunit",
+        ),
+        panel(
+            "Latency p50 / p95 / p99",
+            "Request duration, arrival to response, all models.",
+            quantiles("srserve_request_duration_seconds", ""),
+            (0, y + 8, 12, 8),
+            "s",
+        ),
+        panel(
+            "Latency p99 by model",
+            "Which model is slow.",
+            quantiles("srserve_request_duration_seconds", "model", (0.99,)),
+            (12, y + 8, 12, 8),
+            "s",
+        ),
+        panel(
+            "Queue wait against compute",
+            "p95 of the wait for a batch against the device time of one batch, with decode and encode: "
+            "queue wait above compute means too few replicas.",
+            [
+                *quantiles("srserve_queue_wait_seconds", "", (0.5, 0.95)),
+                *[(e, f"compute {leg}") for e, leg in quantiles("srserve_batch_compute_seconds", "", (0.5, 0.95))],
+                (mean("srserve_decode_seconds"), "decode mean"),
+                (mean("srserve_encode_seconds"), "encode mean"),
+            ],
+            (0, y + 16, 12, 8),
+            "s",
+        ),
+        panel(
+            "Tiles per batch",
+            "How full batches are: near SR_MAX_BATCH_TILES under load, 1 when idle.",
+            [
+                (
+                    f"sum by (model) (rate(srserve_batch_tiles_sum{{{I}}}[{R}])) "
+                    f"/ sum by (model) (rate(srserve_batch_tiles_count{{{I}}}[{R}]))",
+                    "{{model}} mean",
+                ),
+                *quantiles("srserve_batch_tiles", "model", (0.95,)),
+            ],
+            (12, y + 16, 12, 8),
+        ),
+        panel(
+            "Queued tiles and in-flight requests",
+            "Work waiting, against the queue's capacity (503 above it).",
+            [
+                (f"sum(srserve_queued_tiles{{{I}}})", "queued tiles"),
+                (f"sum(srserve_queue_capacity_tiles{{{I}}})", "capacity"),
+                (f"sum(srserve_inflight_requests{{{I}}})", "in-flight requests"),
+            ],
+            (0, y + 24, 8, 8),
+        ),
+        panel(
+            "Rejections by reason",
+            "Requests refused: queue_full, deadline, limits, bad input, client_gone.",
+            [(f"sum by (reason) (rate(srserve_rejections_total{{{I}}}[{R}]))", "{{reason}}")],
+            (8, y + 24, 8, 8),
+            "reqps",
+        ),
+        panel(
+            "Device memory",
+            "CUDA memory allocated and reserved (process RSS on CPU replicas).",
+            [
+                (
+                    f"sum by (instance, device, kind) (srserve_device_memory_bytes{{{I}}})",
+                    "{{instance}} {{device}} {{kind}}",
+                )
+            ],
+            (16, y + 24, 8, 8),
+            "bytes",
+        ),
+    ]
+
+
+def replica_row(y: int) -> list[dict[str, Any]]:
+    row = {
+        "type": "row",
+        "title": "Replica $instance",
+        "collapsed": False,
+        "repeat": "instance",
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+        "panels": [],
+    }
+    stat = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "colorMode": "background"}
+    return [
+        row,
+        panel(
+            "Up and ready",
+            "1: scraped and ready; 0: down, loading or draining.",
+            [(f'up{{job="srserve", {I}}}', "scraped"), (f"srserve_ready{{{I}}}", "ready")],
+            (0, y + 1, 4, 6),
+            "short",
+            "stat",
+            **stat,
+        ),
+        panel(
+            "Requests",
+            "This replica's request rate by status.",
+            [(f"sum by (status) (rate(srserve_requests_total{{{I}}}[{R}]))", "{{status}}")],
+            (4, y + 1, 7, 6),
+            "reqps",
+        ),
+        panel(
+            "Latency p99",
+            "This replica's p99 request duration.",
+            quantiles("srserve_request_duration_seconds", "", (0.99,)),
+            (11, y + 1, 5, 6),
+            "s",
+        ),
+        panel(
+            "Queue",
+            "Queued tiles and in-flight requests on this replica.",
+            [(f"srserve_queued_tiles{{{I}}}", "queued tiles"), (f"srserve_inflight_requests{{{I}}}", "in flight")],
+            (16, y + 1, 4, 6),
+        ),
+        panel(
+            "Memory",
+            "Device memory of this replica.",
+            [(f"srserve_device_memory_bytes{{{I}}}", "{{kind}}")],
+            (20, y + 1, 4, 6),
+            "bytes",
+        ),
+    ]
+
+
+def dashboard() -> dict[str, Any]:
+    panels = [
+        {
+            "type": "row",
+            "title": "All replicas",
+            "collapsed": False,
+            "gridPos": {"x": 0, "y": 0, "w": 24, "h": 1},
+            "panels": [],
+        }
+    ]
+    panels += overview(1)
+    panels += replica_row(33)
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+    return {
+        "uid": "srserve",
+        "title": "srserve",
+        "description": "Super-resolution service: traffic, latency, batching, queue and memory, per replica.",
+        "tags": ["srserve"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": False,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "instance",
+                    "label": "Replica",
+                    "type": "query",
+                    "datasource": DS,
+                    "query": {"query": 'label_values(up{job="srserve"}, instance)', "refId": "instance"},
+                    "definition": 'label_values(up{job="srserve"}, instance)',
+                    "refresh": 2,
+                    "multi": True,
+                    "includeAll": True,
+                    "allValue": ".+",
+                    "sort": 1,
+                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                }
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    if "--check" in sys.argv[1:]:
+        sys.exit(0 if OUT.read_text() == render() else 1)
+    OUT.write_text(render())
