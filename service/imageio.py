@@ -154,8 +154,13 @@ def encode(
     fmt: OutputFormat,
     quality: int,
     icc_profile: bytes | None,
+    png_compress_level: int = 1,
 ) -> bytes:
-    """Encode the upscaled pixels (+ alpha) to ``fmt``."""
+    """Encode the upscaled pixels (+ alpha) to ``fmt``.
+
+    PNG defaults to zlib level 1: on a GPU server encoding is the CPU's largest
+    share of a request, and level 6 costs about twice the time for ~10% smaller files.
+    """
     if alpha is not None and fmt == "jpeg":
         raise ImageError(
             "the image has an alpha channel, which JPEG cannot hold; ask for format png or webp", reason="alpha_jpeg"
@@ -188,6 +193,6 @@ def encode(
     elif fmt == "webp":
         options.update(quality=quality, method=4)
     else:
-        options.update(compress_level=6)
+        options.update(compress_level=png_compress_level)
     image.save(out, format=fmt.upper(), **options)
     return out.getvalue()

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(8192 * 8192, ge=1)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma-separated")
     io_threads: int = Field(4, ge=1, description="threads that decode and encode images")
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1 fast, 9 small)")
     warmup: bool = True
     drain_seconds: float = Field(2.0, ge=0, description="after SIGTERM, /readyz says 503 this long before closing")
     log_level: str = "info"

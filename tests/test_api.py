@@ -268,6 +268,12 @@ def test_unreadable_images(client: httpx.Client, data: bytes) -> None:
 def test_body_errors(client: httpx.Client) -> None:
     assert_error(client.post("/v1/upscale", content=b"{}", headers={"Content-Type": "application/json"}), 415)
     assert_error(client.post("/v1/upscale", files={"file": ("x.png", png(imagegen.rgb()))}), 422, "missing_image")
+    before = metric_value(client.get("/metrics").text, "srserve_requests_total", {"status": "500"})
+    malformed = client.post(
+        "/v1/upscale", content=b"--x\r\nnot a part", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert_error(malformed, 400)
+    assert metric_value(client.get("/metrics").text, "srserve_requests_total", {"status": "500"}) == before
 
 
 def test_limits(client: httpx.Client) -> None:

@@ -12,7 +12,9 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.body_limit import BodyTooLarge
 from service.deps import ApiKeyDep, RuntimeDep
 from service.engine import DeadlineExceeded, DeviceOutOfMemory, Job, QueueFull
 from service.errors import APIError
@@ -136,10 +138,16 @@ async def wait_for(job: Job, request: Request) -> np.ndarray:
             raise ClientGone
 
 
-def finish(image: Decoded, pixels: np.ndarray, route: Route, params: UpscaleParams) -> bytes:
+def finish(image: Decoded, pixels: np.ndarray, route: Route, params: UpscaleParams, png_level: int) -> bytes:
     alpha = resize_plane(image.alpha, route.out_size) if image.alpha is not None else None
     return encode(
-        pixels, alpha, grey=image.grey, fmt=params.format, quality=params.quality, icc_profile=image.icc_profile
+        pixels,
+        alpha,
+        grey=image.grey,
+        fmt=params.format,
+        quality=params.quality,
+        icc_profile=image.icc_profile,
+        png_compress_level=png_level,
     )
 
 
@@ -192,7 +200,7 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
 async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], runtime: RuntimeDep) -> Response:
     arrived = time.monotonic()
     metrics = runtime.metrics
-    label = params.model if params.model in runtime.pool.names else "unknown"
+    request.state.model = params.model
     status = 500
     metrics.inflight.inc()
     try:
@@ -203,7 +211,16 @@ async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], r
         status = e.status
         metrics.rejections.labels(e.code).inc()
         raise
+    except StarletteHTTPException as e:  # e.g. a malformed multipart body (400)
+        status = e.status_code
+        metrics.rejections.labels(f"http_{status}").inc()
+        raise
+    except BodyTooLarge:
+        status = 413  # counted by the app's handler
+        raise
     finally:
+        # Low cardinality: only served model names become label values.
+        label = request.state.model if request.state.model in runtime.pool.names else "unknown"
         metrics.inflight.dec()
         metrics.request_duration.labels(label, str(status)).observe(time.monotonic() - arrived)
         metrics.requests.labels(label, str(status)).inc()
@@ -216,6 +233,7 @@ async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, ar
         raise APIError(503, "not_ready", f"the server is {runtime.phase.value}; try again shortly", headers=retry)
     data, fields = await read_upload(request)
     params = merge_form_fields(params, fields)
+    request.state.model = params.model
 
     t0 = time.monotonic()
     try:
@@ -250,7 +268,7 @@ async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, ar
         raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
 
     t1 = time.monotonic()
-    body = await in_thread(runtime, finish, image, pixels, route, params)
+    body = await in_thread(runtime, finish, image, pixels, route, params, settings.png_compress_level)
     encode_s = time.monotonic() - t1
     runtime.metrics.encode.labels(params.format).observe(encode_s)
     timing = ", ".join(
