@@ -18,6 +18,6 @@ chain() {  # chain MODEL X2_STEPS FINETUNE_STEPS ARCH...
 }
 
 mkdir -p runs
-chain espcn "${ESPCN_X2:-12000}" "${ESPCN_FT:-7000}" features=64 mid_features=32 num_mid=3 >>runs/espcn.log 2>&1 &
-chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-5000}" features=56 shrink=24 num_maps=4 >>runs/deconv.log 2>&1 &
+chain espcn "${ESPCN_X2:-12000}" "${ESPCN_FT:-9000}" features=64 mid_features=32 num_mid=3 >>runs/espcn.log 2>&1 &
+chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" features=56 shrink=24 num_maps=4 >>runs/deconv.log 2>&1 &
 wait

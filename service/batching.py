@@ -1,6 +1,10 @@
 """Dynamic batching: group queued tiles by shape and model, release a batch when
 it is full or its oldest tile has waited ``max_delay``.
 
+Within a group, requests take turns (one tile each, round-robin), so a photo
+uploaded behind a 50-megapixel scan shares the next batch instead of waiting
+for all of the scan's tiles.
+
 ``collect_batch`` is a pure function of its queue, backlog and clock, so it is
 unit-tested with a plain ``queue.Queue`` and a fake clock.
 """
@@ -19,19 +23,46 @@ T = TypeVar("T")
 STOP = object()
 
 
-class Backlog(Generic[T]):
-    """Pending items in FIFO groups of equal key (one model, one tile shape)."""
+class _Group(Generic[T]):
+    """Items of one key: a FIFO per owner (request), owners served round-robin."""
 
     def __init__(self) -> None:
-        self._groups: dict[Hashable, deque[tuple[float, T]]] = {}
+        self.owners: dict[Hashable, deque[tuple[float, T]]] = {}  # in turn order
+        self.size = 0
+
+    def oldest(self) -> float:
+        return min(q[0][0] for q in self.owners.values())
+
+    def add(self, owner: Hashable, item: T, now: float) -> None:
+        self.owners.setdefault(owner, deque()).append((now, item))
+        self.size += 1
+
+    def take(self, n: int) -> list[T]:
+        out: list[T] = []
+        while len(out) < n and self.owners:
+            owner = next(iter(self.owners))
+            fifo = self.owners.pop(owner)
+            out.append(fifo.popleft()[1])
+            if fifo:
+                self.owners[owner] = fifo  # to the back of the line
+        self.size -= len(out)
+        return out
+
+
+class Backlog(Generic[T]):
+    """Pending items in groups of equal key (one model, one tile shape)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[Hashable, _Group[T]] = {}
         self._size = 0
         self.stopping = False  # STOP seen: flush everything, then report the end
 
     def __len__(self) -> int:
         return self._size
 
-    def add(self, key: Hashable, item: T, now: float) -> None:
-        self._groups.setdefault(key, deque()).append((now, item))
+    def add(self, key: Hashable, item: T, now: float, owner: Hashable | None = None) -> None:
+        """Queue ``item``; items of one ``owner`` stay in order, owners take turns."""
+        self._groups.setdefault(key, _Group()).add(owner if owner is not None else object(), item, now)
         self._size += 1
 
     def take(self, max_items: int, max_delay: float, now: float, flush: bool = False) -> list[T] | float | None:
@@ -42,8 +73,8 @@ class Backlog(Generic[T]):
         """
         due_key, due_since, wait = None, None, None
         for key, group in self._groups.items():
-            arrived = group[0][0]
-            if flush or len(group) >= max_items or now - arrived >= max_delay:
+            arrived = group.oldest()
+            if flush or group.size >= max_items or now - arrived >= max_delay:
                 if due_since is None or arrived < due_since:
                     due_key, due_since = key, arrived
             else:
@@ -52,8 +83,8 @@ class Backlog(Generic[T]):
         if due_key is None:
             return wait
         group = self._groups[due_key]
-        batch = [group.popleft()[1] for _ in range(min(max_items, len(group)))]
-        if not group:
+        batch = group.take(max_items)
+        if not group.size:
             del self._groups[due_key]
         self._size -= len(batch)
         return batch
@@ -86,9 +117,9 @@ def collect_batch(
             if message is STOP:
                 backlog.stopping = True
             else:
-                now = clock()
+                now, owner = clock(), object()  # one message = one request
                 for key, item in message:  # type: ignore[union-attr]
-                    backlog.add(key, item, now)
+                    backlog.add(key, item, now, owner)
             try:
                 message = source.get_nowait()
             except queue.Empty:

@@ -89,3 +89,16 @@ def test_blocks_while_empty() -> None:
     q.put([("k", 7)])
     t.join(2)
     assert result == [[7]]
+
+
+def test_requests_take_turns_within_a_group() -> None:
+    """A small request queued behind a big one shares the very next batch."""
+    q: queue.Queue = queue.Queue()
+    q.put([("k", f"big{i}") for i in range(40)])
+    q.put([("k", "small0"), ("k", "small1")])
+    backlog: Backlog[str] = Backlog()
+    first = collect_batch(q, backlog, max_items=8, max_delay=0.0)
+    assert first is not None and first[:4] == ["big0", "small0", "big1", "small1"]
+    assert first[4:] == ["big2", "big3", "big4", "big5"]  # each request's own order is kept
+    second = collect_batch(q, backlog, max_items=8, max_delay=0.0)
+    assert second == [f"big{i}" for i in range(6, 14)]

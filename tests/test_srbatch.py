@@ -335,3 +335,14 @@ def test_fewest_outstanding_first() -> None:
     b.down_until = 0.0
     b.outstanding = a.outstanding = 0
     assert {replicas.pick().url for _ in range(4)} == {"http://a", "http://b"}  # equal loads take turns
+
+
+def test_progress_bar_on_request(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        imagegen.rgb(seed=i).save(src / f"{i}.png")
+    assert srbatch([str(src), "--out", str(tmp_path / "out"), "--model", "espcn", "--scale", "2", "--url", server.url,
+                    "--progress", "bar"]) == 0
+    err = capsys.readouterr().err
+    assert "3/3" in err and "img/s" in err and "100%" in err
