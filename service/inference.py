@@ -27,8 +27,10 @@ def predict(
     converted there, which moves a quarter of the bytes float32 would.
     ``size`` is passed to resizers that take a target size.
     """
-    peak = max_value(windows.dtype)
-    if not windows.flags.writeable or not windows.flags.c_contiguous:
+    out_dtype, peak = windows.dtype, max_value(windows.dtype)
+    if windows.dtype == np.uint16:  # few device kernels take uint16; int32 holds it exactly
+        windows = windows.astype(np.int32)
+    elif not windows.flags.writeable or not windows.flags.c_contiguous:
         windows = np.ascontiguousarray(windows).copy()
     host = torch.from_numpy(windows)
     if device.type == "cuda":
@@ -39,4 +41,4 @@ def predict(
     with torch.inference_mode(), autocast:
         out = model(batch, size) if size is not None else model(batch)
     values = from_float(out.float(), peak).to(torch.uint8 if peak == 255 else torch.int32)
-    return values.cpu().numpy().astype(windows.dtype, copy=False)
+    return values.cpu().numpy().astype(out_dtype, copy=False)

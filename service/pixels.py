@@ -7,14 +7,12 @@ import torch
 import torch.nn.functional as F
 
 
-def max_value(dtype: np.dtype | torch.dtype) -> float:
-    return 65535.0 if dtype in (np.uint16, torch.uint16, np.dtype(np.uint16)) else 255.0
+def max_value(dtype: np.dtype) -> float:
+    return 65535.0 if dtype == np.uint16 else 255.0
 
 
 def to_float(batch: torch.Tensor, peak: float) -> torch.Tensor:
     """``(N, H, W, C)`` integer pixels (already on the device) -> ``(N, C, H, W)`` in [0, 1]."""
-    if batch.dtype == torch.uint16:  # few kernels take uint16; int32 holds it exactly
-        batch = batch.to(torch.int32)
     return batch.permute(0, 3, 1, 2).float().div_(peak)
 
 
