@@ -50,16 +50,16 @@ def make_tree(root: Path, corrupt: bool = True) -> list[Path]:
     return made
 
 
-def run(*args: str) -> int:
-    return srbatch([*args, "--progress", "log"])
+def run(url: str, out: Path, inputs: list, *extra: str, model: str = "espcn", scale: float = 2) -> int:
+    """srbatch INPUTS --out OUT --model MODEL --scale SCALE --url URL EXTRA..., with log lines."""
+    args = [*map(str, inputs), "--out", str(out), "--model", model, "--scale", f"{scale:g}", "--url", url]
+    return srbatch([*args, *extra, "--progress", "log"])
 
 
 def test_nested_tree_mixed_formats_and_a_corrupt_file(server: Server, tmp_path: Path) -> None:
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
     make_tree(src)
-    code = run(
-        str(src), "--out", str(out), "--model", "espcn", "--scale", "2", "--url", server.url, "--report", str(rep)
-    )
+    code = run(server.url, out, [src], "--report", str(rep))
     assert code == 1  # one failure
     report = json.loads(rep.read_text())
     counts = {k: report["summary"][k] for k in ("ok", "skipped", "failed", "total")}
@@ -74,10 +74,7 @@ def test_nested_tree_mixed_formats_and_a_corrupt_file(server: Server, tmp_path: 
         if f["status"] == "ok":
             assert f["bytes_in"] > 0 and f["bytes_out"] > 0 and f["latency_s"] > 0 and f["attempts"] == 1
     # A rerun skips what exists and retries only the failure.
-    assert (
-        run(str(src), "--out", str(out), "--model", "espcn", "--scale", "2", "--url", server.url, "--report", str(rep))
-        == 1
-    )
+    assert run(server.url, out, [src], "--report", str(rep)) == 1
     assert json.loads(rep.read_text())["summary"]["skipped"] == 5
 
 
@@ -86,42 +83,21 @@ def test_globs_formats_and_overwrite(server: Server, tmp_path: Path) -> None:
     make_tree(src, corrupt=False)
     assert (
         run(
-            str(src / "sub" / "**" / "*.bmp"),
-            str(src / "a.png"),
-            "--out",
-            str(out),
-            "--model",
-            "bicubic",
-            "--scale",
-            "3",
+            server.url,
+            out,
+            [src / "sub" / "**" / "*.bmp", src / "a.png"],
             "--format",
             "jpeg",
             "--quality",
             "70",
-            "--url",
-            server.url,
+            model="bicubic",
+            scale=3,
         )
         == 0
     )
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) == ["a.jpg", "deeper/d.jpg"]
     before = (out / "a.jpg").stat().st_mtime_ns
-    assert (
-        run(
-            str(src / "a.png"),
-            "--out",
-            str(out),
-            "--model",
-            "bicubic",
-            "--scale",
-            "3",
-            "--format",
-            "jpeg",
-            "--url",
-            server.url,
-            "--overwrite",
-        )
-        == 0
-    )
+    assert run(server.url, out, [src / "a.png"], "--format", "jpeg", "--overwrite", model="bicubic", scale=3) == 0
     assert (out / "a.jpg").stat().st_mtime_ns != before
 
 
@@ -132,24 +108,7 @@ def test_busy_server_503s_are_retried(tmp_path: Path) -> None:
     for i in range(12):
         imagegen.rgb(60, 60, seed=i).save(src / f"{i:02}.png")  # 4 tiles each: two never fit at once
     with running_server(tmp_path, env) as s:
-        assert (
-            run(
-                str(src),
-                "--out",
-                str(out),
-                "--model",
-                "deconv",
-                "--scale",
-                "2",
-                "--url",
-                s.url,
-                "--concurrency",
-                "6",
-                "--report",
-                str(rep),
-            )
-            == 0
-        )
+        assert run(s.url, out, [src], "--concurrency", "6", "--report", str(rep), model="deconv") == 0
         rejected = metric_value(s.metrics(), "srserve_rejections_total", {"reason": "queue_full"})
     report = json.loads(rep.read_text())
     assert report["summary"]["ok"] == 12 and rejected > 0
@@ -195,10 +154,7 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_completes(tmp_path: Path)
                 im.load()
                 assert im.size == (360, 360)
         rep = tmp_path / "r.json"
-        assert (
-            run(str(src), "--out", str(out), "--model", "deconv", "--scale", "4", "--url", s.url, "--report", str(rep))
-            == 0
-        )
+        assert run(s.url, out, [src], "--report", str(rep), model="deconv", scale=4) == 0
         served = metric_value(s.metrics(), "srserve_requests_total", {"status": "200"})
     summary = json.loads(rep.read_text())["summary"]
     assert summary["skipped"] == len(done_first) and summary["ok"] == n - len(done_first)
@@ -216,25 +172,7 @@ def test_two_replicas_share_the_load_and_a_dead_one_is_avoided(server: Server, t
     with running_server(tmp_path, FAST) as second:
         before = [metric_value(x.metrics(), "srserve_requests_total") for x in (server, second)]
         assert (
-            run(
-                str(src),
-                "--out",
-                str(out),
-                "--model",
-                "espcn",
-                "--scale",
-                "2",
-                "--url",
-                server.url,
-                "--url",
-                second.url,
-                "--url",
-                dead,
-                "--concurrency",
-                "4",
-                "--report",
-                str(rep),
-            )
+            run(server.url, out, [src], "--url", second.url, "--url", dead, "--concurrency", "4", "--report", str(rep))
             == 0
         )
         after = [metric_value(x.metrics(), "srserve_requests_total") for x in (server, second)]
@@ -253,12 +191,7 @@ def test_never_writes_outside_out(server: Server, tmp_path: Path) -> None:
     imagegen.rgb().save(src / "y.png")
     (out / "sub").symlink_to(outside, target_is_directory=True)
     rep = tmp_path / "r.json"
-    assert (
-        run(
-            str(src), "--out", str(out), "--model", "nearest", "--scale", "2", "--url", server.url, "--report", str(rep)
-        )
-        == 1
-    )
+    assert run(server.url, out, [src], "--report", str(rep), model="nearest") == 1
     assert list(outside.iterdir()) == []
     failed = [f for f in json.loads(rep.read_text())["files"] if f["status"] == "failed"]
     assert len(failed) == 1 and "outside" in failed[0]["error"]
@@ -270,10 +203,7 @@ def test_file_names_that_are_not_utf8(server: Server, tmp_path: Path) -> None:
     src.mkdir()
     name = os.fsdecode(b"caf\xe9 \xff.png")
     imagegen.rgb().save(os.path.join(src, name), format="PNG")
-    assert (
-        run(str(src), "--out", str(out), "--model", "espcn", "--scale", "2", "--url", server.url, "--report", str(rep))
-        == 0
-    )
+    assert run(server.url, out, [src], "--report", str(rep)) == 0
     assert os.path.exists(os.path.join(out, name))
     entry = json.loads(rep.read_text())["files"][0]
     assert entry["status"] == "ok" and "\\xe9" in entry["input"]
@@ -284,11 +214,8 @@ def test_api_key_is_sent(tmp_path: Path) -> None:
     src.mkdir()
     imagegen.rgb().save(src / "a.png")
     with running_server(tmp_path, {**FAST, "SR_API_KEYS": "sekrit"}) as s:
-        assert run(str(src), "--out", str(out), "--model", "espcn", "--scale", "2", "--url", s.url) == 1
-        assert (
-            run(str(src), "--out", str(out), "--model", "espcn", "--scale", "2", "--url", s.url, "--api-key", "sekrit")
-            == 0
-        )
+        assert run(s.url, out, [src]) == 1
+        assert run(s.url, out, [src], "--api-key", "sekrit") == 0
 
 
 @pytest.mark.parametrize(
@@ -342,7 +269,23 @@ def test_progress_bar_on_request(server: Server, tmp_path: Path, capsys: pytest.
     src.mkdir()
     for i in range(3):
         imagegen.rgb(seed=i).save(src / f"{i}.png")
-    assert srbatch([str(src), "--out", str(tmp_path / "out"), "--model", "espcn", "--scale", "2", "--url", server.url,
-                    "--progress", "bar"]) == 0
+    assert (
+        srbatch(
+            [
+                str(src),
+                "--out",
+                str(tmp_path / "out"),
+                "--model",
+                "espcn",
+                "--scale",
+                "2",
+                "--url",
+                server.url,
+                "--progress",
+                "bar",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "3/3" in err and "img/s" in err and "100%" in err
