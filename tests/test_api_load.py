@@ -116,6 +116,8 @@ def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
         time.sleep(0.3)
         ready = httpx.get(f"{s.url}/readyz", timeout=5)
         assert ready.status_code == 503 and ready.json()["status"] == "draining"
+        late = post(s.url, imagegen.encode(imagegen.rgb(20, 20)), model="bicubic", scale=2)
+        assert late.status_code == 200  # still served while the load balancer catches up
         worker.join(60)
         assert result and result[0].status_code == 200  # finished, not cut off
         assert s.process.wait(30) in (0, -signal.SIGTERM)

@@ -229,7 +229,8 @@ async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], r
 async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, arrived: float) -> Response:
     settings = runtime.settings
     retry = {"Retry-After": str(settings.retry_after_s)}
-    if runtime.phase is not Phase.READY:
+    # While draining, requests the load balancer still sends are served: only /readyz says 503.
+    if runtime.phase not in (Phase.READY, Phase.DRAINING):
         raise APIError(503, "not_ready", f"the server is {runtime.phase.value}; try again shortly", headers=retry)
     data, fields = await read_upload(request)
     params = merge_form_fields(params, fields)
