@@ -95,6 +95,16 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     return model.to(device).eval(), card
 
 
+def update_card(path: Path, **fields: Any) -> dict[str, Any]:
+    """Add human notes to a card (e.g. how far a target is); the file must still match it."""
+    card = read_card(path)
+    if sha256_file(path) != card.get("sha256"):
+        raise WeightsError(f"{path}: sha256 does not match its card; refusing to annotate")
+    card.update(fields)
+    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
 def find_weights(weights_dir: Path, name: str, scale: int) -> Path:
     return Path(weights_dir) / f"{weights_stem(name, scale)}.safetensors"
 

@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from models import MODELS
-from models.weights import WeightsError, available, count_parameters, load_model, read_card, save_weights, sha256_file
+from models.weights import (
+    WeightsError,
+    available,
+    count_parameters,
+    load_model,
+    read_card,
+    save_weights,
+    sha256_file,
+    update_card,
+)
 from tests.conftest import WEIGHTS
 
 
@@ -35,6 +44,14 @@ def test_round_trip(tmp_path: Path) -> None:
     assert count_parameters(model) == card["parameters"]
     assert not model.training
     assert available(tmp_path) == [("espcn", 2, path)]
+
+
+def test_update_card_keeps_the_hash(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    update_card(path, notes="below target")
+    card = read_card(path)
+    assert card["notes"] == "below target" and card["sha256"] == sha256_file(path)
+    load_model(path)
 
 
 def test_tampered_file_is_refused(tmp_path: Path) -> None:
