@@ -7,6 +7,7 @@ finishes every queued and running request, and exits. A second signal exits now.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from types import FrameType
@@ -37,6 +38,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -104,6 +104,13 @@ def test_models_lists_scales_parameters_fields_and_psnr(client: httpx.Client) ->
             card = read_card(WEIGHTS / f"{name}_x{v['scale']}.safetensors")
             assert v["psnr"]["set5"] == card["metrics"]["set5"]["psnr_y"] and v["sha256"] == card["sha256"]
     assert by_name["bicubic"]["options"] == ["align_corners", "antialias"]
+    assert body["limits"] == {
+        "max_upload_bytes": 2_000_000,
+        "max_input_pixels": 250_000,
+        "max_output_pixels": 1_000_000,
+        "request_timeout_s": 120.0,
+        "formats": ["png", "jpeg", "webp"],
+    }
 
 
 def test_openapi_documents_the_api(client: httpx.Client) -> None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from models import MODELS
 from models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_RADIUS
 from service.deps import ApiKeyDep, RuntimeDep
+from service.imageio import OUTPUT_FORMATS
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -41,9 +42,18 @@ class ModelInfo(BaseModel):
     variants: list[Variant] = []
 
 
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_input_pixels: int
+    max_output_pixels: int
+    request_timeout_s: float
+    formats: list[str]
+
+
 class ModelList(BaseModel):
     models: list[ModelInfo]
     device: str
+    limits: Limits
 
 
 def _psnr(card: dict[str, Any]) -> dict[str, float]:
@@ -100,4 +110,12 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                 variants=variants,
             )
         )
-    return ModelList(models=out, device=str(runtime.device))
+    s = runtime.settings
+    limits = Limits(
+        max_upload_bytes=s.max_upload_bytes,
+        max_input_pixels=s.max_input_pixels,
+        max_output_pixels=s.max_output_pixels,
+        request_timeout_s=s.request_timeout_s,
+        formats=list(OUTPUT_FORMATS),
+    )
+    return ModelList(models=out, device=str(runtime.device), limits=limits)

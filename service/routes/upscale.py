@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -24,6 +25,7 @@ from service.pixels import resize_plane
 from service.runtime import Phase, Runtime
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
+log = logging.getLogger("srserve.requests")
 T = TypeVar("T")
 DEFAULT_SCALE = 2.0
 DISCONNECT_POLL_S = 0.25
@@ -221,9 +223,17 @@ async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], r
     finally:
         # Low cardinality: only served model names become label values.
         label = request.state.model if request.state.model in runtime.pool.names else "unknown"
+        elapsed = time.monotonic() - arrived
         metrics.inflight.dec()
-        metrics.request_duration.labels(label, str(status)).observe(time.monotonic() - arrived)
+        metrics.request_duration.labels(label, str(status)).observe(elapsed)
         metrics.requests.labels(label, str(status)).inc()
+        log.info(
+            "upscale id=%s model=%s status=%d seconds=%.3f",
+            request.state.request_id,
+            request.state.model,
+            status,
+            elapsed,
+        )
 
 
 async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, arrived: float) -> Response:
