@@ -118,7 +118,8 @@ def test_init_from_copies_the_shared_body(image_folder: Path, tmp_path: Path) ->
     )
     card = read_card(out / "espcn_x3.safetensors")
     # head conv + PReLU + mid conv + PReLU copied; the x3 tail has other shapes
-    assert card["training"]["recipe"]["extra"]["init_from"]["tensors"] == 6
+    init = card["training"]["recipe"]["extra"]["init_from"]
+    assert init["tensors"] == 6 and init["sha256"] == read_card(x2)["sha256"]
 
 
 def test_split_is_fixed_and_disjoint(image_folder: Path) -> None:

@@ -19,7 +19,7 @@ from models.imageops import upscale_array
 from models.training.checkpoint import init_from
 from models.training.data import load_pairs, split
 from models.training.trainer import Recipe, train
-from models.weights import save_weights, weights_stem
+from models.weights import save_weights, sha256_file, weights_stem
 
 DEFAULT_DATA = Path("../shared/datasets/sun_hays80")
 DEFAULT_EVAL = Path("../shared/datasets/set5")
@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(**{k: getattr(args, k) for k in RECIPE_ARGS})
     if args.init_from:
         copied = init_from(args.init_from, model)
-        recipe.extra["init_from"] = {"file": args.init_from.name, "tensors": len(copied)}
+        recipe.extra["init_from"] = {
+            "file": args.init_from.name,
+            "sha256": sha256_file(args.init_from),
+            "tensors": len(copied),
+        }
     run_dir = args.run_dir or Path("runs") / weights_stem(args.model, args.scale)
 
     train_files, val_files = split(args.data, args.val_count)
