@@ -12,8 +12,8 @@ import torch
 
 from models.catalog import DEFAULT_WEIGHTS_DIR
 from models.registry import UnknownModelError
-from service.imageio import OUTPUT_FORMATS, ImageError, decode, encode
-from service.local import upscale_decoded
+from service.imageio import OUTPUT_FORMATS, ImageError, decode
+from service.local import encode_result, run_route
 from service.model_pool import ModelPool, RequestError
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -50,8 +50,8 @@ def upscale(args: argparse.Namespace) -> int:
         route = pool.resolve(
             args.model, in_size=(image.height, image.width), scale=args.scale, width=args.width, height=args.height
         )
-        pixels, alpha = upscale_decoded(pool, route, image)
-        data = encode(pixels, alpha, grey=image.grey, fmt=fmt, quality=args.quality, icc_profile=image.icc_profile)
+        pixels = run_route(pool, route, image.pixels)
+        data = encode_result(image, pixels, route, fmt=fmt, quality=args.quality)
     except (OSError, ImageError, RequestError, UnknownModelError) as e:
         allowed = getattr(e, "allowed", None)
         print(f"srserve: {e}" + (f" (allowed: {allowed})" if allowed else ""), file=sys.stderr)

@@ -207,9 +207,7 @@ class Engine:
                 job.started = start
                 self.metrics.queue_wait.labels(entry.name).observe(job.queue_s)
         windows = np.stack([cut(w.job.pixels, w.tile) if w.tile is not None else w.job.pixels for w in items])
-        size = route.size_arg
-        if entry.kind == "resize" and route.tiled:
-            size = (windows.shape[1] * route.scale, windows.shape[2] * route.scale)
+        size = route.size_for(windows.shape[1:3])
         try:
             results = predict(entry.module, windows, device=self.pool.device, precision=entry.precision, size=size)
         except Exception as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.imageio import Decoded
+from service.imageio import Decoded, OutputFormat, encode
 from service.inference import predict
 from service.model_pool import ModelPool, Route
 from service.pixels import resize_plane
@@ -28,15 +28,25 @@ def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: in
         for i in range(0, len(group), batch_tiles):
             chunk = group[i : i + batch_tiles]
             windows = np.stack([cut(pixels, t) for t in chunk])
-            size = (shape[0] * s, shape[1] * s) if entry.kind == "resize" else None
-            results = predict(entry.module, windows, device=pool.device, precision=entry.precision, size=size)
+            results = predict(
+                entry.module, windows, device=pool.device, precision=entry.precision, size=route.size_for(shape)
+            )
             for t, r in zip(chunk, results, strict=True):
                 paste(out, t, r, s)
     return out
 
 
-def upscale_decoded(pool: ModelPool, route: Route, image: Decoded) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pixels and alpha of the upscaled image."""
-    pixels = run_route(pool, route, image.pixels)
+def encode_result(
+    image: Decoded, pixels: np.ndarray, route: Route, *, fmt: OutputFormat, quality: int, png_compress_level: int = 1
+) -> bytes:
+    """The output file: upscaled pixels, the alpha plane upscaled on its own, the source's ICC profile."""
     alpha = resize_plane(image.alpha, route.out_size) if image.alpha is not None else None
-    return pixels, alpha
+    return encode(
+        pixels,
+        alpha,
+        grey=image.grey,
+        fmt=fmt,
+        quality=quality,
+        icc_profile=image.icc_profile,
+        png_compress_level=png_compress_level,
+    )

@@ -58,6 +58,12 @@ class Route:
     scale: int  # integer factor when tiled, else 0
     size_arg: tuple[int, int] | None = None  # explicit output size for whole-image resizes
 
+    def size_for(self, window: tuple[int, int]) -> tuple[int, int] | None:
+        """The output size to pass the module for a window of ``window`` LR pixels."""
+        if self.entry.kind == "resize" and self.tiled:
+            return window[0] * self.scale, window[1] * self.scale
+        return self.size_arg
+
 
 @dataclass
 class ModelPool:
@@ -99,6 +105,10 @@ class ModelPool:
                     name, "learned", module, radius, card, self.precision.get(name, "fp32")
                 )
 
+    def check_name(self, name: str) -> None:
+        if name not in self.names:
+            raise RequestError(f"unknown model {name!r}", field_name="model", allowed=self.names)
+
     def scales(self, name: str) -> list[int]:
         return sorted(s for n, s in self.learned if n == name)
 
@@ -121,8 +131,7 @@ class ModelPool:
         antialias: bool | None = None,
     ) -> Route:
         """Map request parameters onto a :class:`Route`, or raise :class:`RequestError`."""
-        if name not in self.names:
-            raise RequestError(f"unknown model {name!r}", field_name="model", allowed=self.names)
+        self.check_name(name)
         h, w = in_size
         spec = MODELS.get(name)
         if spec.kind == "learned":

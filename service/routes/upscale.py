@@ -19,9 +19,9 @@ from service.body_limit import BodyTooLarge
 from service.deps import ApiKeyDep, RuntimeDep
 from service.engine import DeadlineExceeded, DeviceOutOfMemory, Job, QueueFull
 from service.errors import APIError
-from service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode
+from service.imageio import MEDIA_TYPES, Decoded, ImageError, decode
+from service.local import encode_result
 from service.model_pool import RequestError, Route
-from service.pixels import resize_plane
 from service.runtime import Phase, Runtime
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
@@ -141,16 +141,12 @@ async def wait_for(job: Job, request: Request) -> np.ndarray:
 
 
 def finish(image: Decoded, pixels: np.ndarray, route: Route, params: UpscaleParams, png_level: int) -> bytes:
-    alpha = resize_plane(image.alpha, route.out_size) if image.alpha is not None else None
-    return encode(
-        pixels,
-        alpha,
-        grey=image.grey,
-        fmt=params.format,
-        quality=params.quality,
-        icc_profile=image.icc_profile,
-        png_compress_level=png_level,
-    )
+    return encode_result(image, pixels, route, fmt=params.format, quality=params.quality, png_compress_level=png_level)
+
+
+def request_error(e: RequestError) -> APIError:
+    code = "unknown_model" if e.field_name == "model" and e.allowed else "invalid_parameter"
+    return APIError(422, code, str(e), field=e.field_name, allowed=e.allowed)
 
 
 def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
@@ -168,8 +164,7 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
             antialias=params.antialias,
         )
     except RequestError as e:
-        code = "unknown_model" if e.field_name == "model" and e.allowed else "invalid_parameter"
-        raise APIError(422, code, str(e), field=e.field_name, allowed=e.allowed) from None
+        raise request_error(e) from None
     out_h, out_w = route.out_size
     limit = runtime.settings.max_output_pixels
     if out_h * out_w > limit:
@@ -245,6 +240,10 @@ async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, ar
     data, fields = await read_upload(request)
     params = merge_form_fields(params, fields)
     request.state.model = params.model
+    try:
+        runtime.pool.check_name(params.model)  # before paying for the decode
+    except RequestError as e:
+        raise request_error(e) from None
 
     t0 = time.monotonic()
     try:
