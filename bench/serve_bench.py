@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from service import planner
 from service.inference import predict
 from service.launcher import metric_value, running_server
 from service.model_pool import ModelPool
 from service.runtime import resolve_device
 from service.settings import Settings
-from service.tiling import cut, plan
+from service.tiling import cut
 
 MIXED = [(256, 256), (128, 192), (300, 200), (64, 64), (512, 384), (200, 333)]
 
@@ -90,7 +91,9 @@ def raw_loop(images: list[np.ndarray], settings: Settings, model: str, scale: in
     route = pool.resolve(model, in_size=images[0].shape[:2], scale=scale)
     by_shape: dict[tuple[int, int], list[np.ndarray]] = {}
     for im in images:
-        for t in plan(*im.shape[:2], pool.window, route.entry.radius):
+        for t in planner.choose(
+            *im.shape[:2], halo=route.entry.radius, max_side=pool.window, cost=route.entry.cost
+        ).tiles:
             by_shape.setdefault(t.shape, []).append(cut(im, t))
     batches = [
         np.stack(tiles[i : i + settings.max_batch_tiles])

@@ -1,9 +1,11 @@
 """Dynamic batching: group queued tiles by shape and model, release a batch when
-it is full or its oldest tile has waited ``max_delay``.
+it is full, when its oldest tile has waited ``max_delay``, or at once when no
+other request is on its way (waiting for company that cannot come only adds latency).
 
-Within a group, requests take turns (one tile each, round-robin), so a photo
-uploaded behind a 50-megapixel scan shares the next batch instead of waiting
-for all of the scan's tiles.
+Within a group, higher priorities go first (rank 0 before rank 1), and requests
+of one priority take turns (one tile each, round-robin), so a photo uploaded
+behind a 50-megapixel scan shares the next batch instead of waiting for all of
+the scan's tiles.
 
 ``collect_batch`` is a pure function of its queue, backlog and clock, so it is
 unit-tested with a plain ``queue.Queue`` and a fake clock.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,67 +25,95 @@ T = TypeVar("T")
 STOP = object()
 
 
+class Message(Generic[T]):
+    """One request's work for the collector: ``(key, item)`` pairs at one priority rank."""
+
+    __slots__ = ("items", "rank")
+
+    def __init__(self, items: Iterable[tuple[Hashable, T]], rank: int = 0) -> None:
+        self.items = list(items)
+        self.rank = rank
+
+
 class _Group(Generic[T]):
-    """Items of one key: a FIFO per owner (request), owners served round-robin."""
+    """Items of one key: per priority rank, a FIFO per owner (request), owners served round-robin."""
 
     def __init__(self) -> None:
-        self.owners: dict[Hashable, deque[tuple[float, T]]] = {}  # in turn order
+        self.ranks: dict[int, dict[Hashable, deque[tuple[float, T]]]] = {}
         self.size = 0
 
     def oldest(self) -> float:
-        return min(q[0][0] for q in self.owners.values())
+        return min(q[0][0] for owners in self.ranks.values() for q in owners.values())
 
-    def add(self, owner: Hashable, item: T, now: float) -> None:
-        self.owners.setdefault(owner, deque()).append((now, item))
+    def top_rank(self) -> int:
+        return min(self.ranks)
+
+    def add(self, owner: Hashable, item: T, now: float, rank: int) -> None:
+        self.ranks.setdefault(rank, {}).setdefault(owner, deque()).append((now, item))
         self.size += 1
 
     def take(self, n: int) -> list[T]:
         out: list[T] = []
-        while len(out) < n and self.owners:
-            owner = next(iter(self.owners))
-            fifo = self.owners.pop(owner)
-            out.append(fifo.popleft()[1])
-            if fifo:
-                self.owners[owner] = fifo  # to the back of the line
+        for rank in sorted(self.ranks):
+            owners = self.ranks[rank]
+            while len(out) < n and owners:
+                owner = next(iter(owners))
+                fifo = owners.pop(owner)
+                out.append(fifo.popleft()[1])
+                if fifo:
+                    owners[owner] = fifo  # to the back of the line
+            if not owners:
+                del self.ranks[rank]
+            if len(out) == n:
+                break
         self.size -= len(out)
         return out
 
 
 class Backlog(Generic[T]):
-    """Pending items in groups of equal key (one model, one tile shape)."""
+    """Pending items in groups of equal key (one model, one tile shape).
 
-    def __init__(self) -> None:
+    Args:
+        limit: the largest batch for a key (default: ``max_items`` of :meth:`take`).
+    """
+
+    def __init__(self, limit: Callable[[Hashable], int] | None = None) -> None:
         self._groups: dict[Hashable, _Group[T]] = {}
         self._size = 0
+        self._limit = limit
         self.stopping = False  # STOP seen: flush everything, then report the end
 
     def __len__(self) -> int:
         return self._size
 
-    def add(self, key: Hashable, item: T, now: float, owner: Hashable | None = None) -> None:
-        """Queue ``item``; items of one ``owner`` stay in order, owners take turns."""
-        self._groups.setdefault(key, _Group()).add(owner if owner is not None else object(), item, now)
+    def add(self, key: Hashable, item: T, now: float, owner: Hashable | None = None, rank: int = 0) -> None:
+        """Queue ``item``; items of one ``owner`` stay in order, owners of one rank take turns."""
+        owner = owner if owner is not None else object()
+        self._groups.setdefault(key, _Group()).add(owner, item, now, rank)
         self._size += 1
 
     def take(self, max_items: int, max_delay: float, now: float, flush: bool = False) -> list[T] | float | None:
         """The next batch if one is due, else seconds until one will be (None when empty).
 
-        Due: a group holds ``max_items``, or its oldest item arrived ``max_delay``
-        ago (or ``flush``). Among due groups the one whose oldest item is oldest wins.
+        Due: a group holds its batch limit, or its oldest item arrived
+        ``max_delay`` ago, or ``flush``. Among due groups, the one holding the
+        highest priority wins, then the one whose oldest item is oldest.
         """
-        due_key, due_since, wait = None, None, None
+        due_key, due_rank, wait = None, None, None
         for key, group in self._groups.items():
             arrived = group.oldest()
-            if flush or group.size >= max_items or now - arrived >= max_delay:
-                if due_since is None or arrived < due_since:
-                    due_key, due_since = key, arrived
+            limit = self._limit(key) if self._limit else max_items
+            if flush or group.size >= limit or now - arrived >= max_delay:
+                rank = (group.top_rank(), arrived)
+                if due_rank is None or rank < due_rank:
+                    due_key, due_rank = key, rank
             else:
                 left = arrived + max_delay - now
                 wait = left if wait is None else min(wait, left)
         if due_key is None:
             return wait
         group = self._groups[due_key]
-        batch = group.take(max_items)
+        batch = group.take(self._limit(due_key) if self._limit else max_items)
         if not group.size:
             del self._groups[due_key]
         self._size -= len(batch)
@@ -97,14 +127,19 @@ def collect_batch(
     max_items: int,
     max_delay: float,
     clock: Callable[[], float] = time.monotonic,
+    arriving: Callable[[], int] | None = None,
 ) -> list[T] | None:
     """Block until a batch is due and return it; None once ``STOP`` arrived and all is flushed.
 
-    Each message on ``source`` is an iterable of ``(key, item)`` pairs (one
-    request's tiles) or ``STOP``. Deadlines use ``clock`` (``time.monotonic``).
+    Each message on ``source`` is a :class:`Message` (one request's tiles), a
+    plain iterable of ``(key, item)`` pairs (rank 0), or ``STOP``. Deadlines use
+    ``clock`` (``time.monotonic``). ``arriving`` counts requests on their way
+    (being read or decoded); while it is 0 nothing can join a partial batch, so
+    it is released at once.
     """
     while True:
-        ready = backlog.take(max_items, max_delay, clock(), flush=backlog.stopping)
+        idle = arriving is not None and arriving() == 0
+        ready = backlog.take(max_items, max_delay, clock(), flush=backlog.stopping or idle)
         if isinstance(ready, list):
             return ready
         if backlog.stopping and ready is None:
@@ -118,8 +153,10 @@ def collect_batch(
                 backlog.stopping = True
             else:
                 now, owner = clock(), object()  # one message = one request
-                for key, item in message:  # type: ignore[union-attr]
-                    backlog.add(key, item, now, owner)
+                rank = message.rank if isinstance(message, Message) else 0
+                pairs = message.items if isinstance(message, Message) else message
+                for key, item in pairs:  # type: ignore[union-attr]
+                    backlog.add(key, item, now, owner, rank)
             try:
                 message = source.get_nowait()
             except queue.Empty:

@@ -1,33 +1,71 @@
-"""The worker that owns a device: tiles from every queued request, batched.
+"""The worker that owns a device: windows from every queued request, batched.
 
-The event loop only plans tiles and enqueues them (``submit``); one thread per
-device collects batches (``collect_batch``), runs them, pastes each tile's core
-into its request's output, and resolves the request's future on the loop.
+The event loop plans each image's windows, checks admission and enqueues them
+(``submit``); one thread per device collects batches (``collect_batch``), runs
+them, pastes each window's core into its request's output, and resolves the
+request's future on the loop.
+
+Admission is by predicted wait: every queued window carries its predicted
+compute time (the model's measured cost, corrected by how long batches really
+took), so the wait ahead of a new request is the sum of the work queued at its
+priority or above plus what is left of the running batch. A request that would
+wait longer than ``max_queue_wait_s`` is refused at once (503) instead of
+queueing for a minute; low priority is shed first, since it waits behind
+everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import torch
 
-from service.batching import STOP, Backlog, collect_batch
+from service import planner
+from service.batching import STOP, Backlog, Message, collect_batch
+from service.cost_model import measure
 from service.inference import predict
 from service.metrics import Metrics
 from service.model_pool import ModelPool, Route
-from service.tiling import Tile, cut, paste, plan
+from service.planner import Plan
+from service.tiling import Tile, cut, paste
 
 log = logging.getLogger("srserve.engine")
 
+#: Weight of the newest batch in the running sums that correct predicted times.
+CALIBRATION_WEIGHT = 0.1
+
+
+class Priority(StrEnum):
+    """Who goes first and who is shed first: interactive uploads before batch jobs."""
+
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return 0 if self is Priority.NORMAL else 1
+
 
 class QueueFull(Exception):
-    """More tiles are queued than the server accepts; retry later (503)."""
+    """The server will not queue this request now; retry after ``retry_after`` seconds (503).
+
+    ``reason``: ``queue_wait`` (the predicted wait is too long) or ``queue_full`` (too many windows queued).
+    """
+
+    def __init__(self, message: str, *, reason: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class DeadlineExceeded(Exception):
@@ -45,6 +83,7 @@ class Job:
     route: Route
     pixels: np.ndarray
     out: np.ndarray
+    plan: Plan
     remaining: int
     deadline: float
     future: asyncio.Future
@@ -67,6 +106,9 @@ class Job:
 class Work:
     job: Job
     tile: Tile | None  # None: the whole image in one piece
+    planned_s: float  # the cost model's prediction for this window
+    cost_s: float  # the same, calibrated when queued: what it adds to the wait
+    rank: int
 
 
 def is_oom(error: BaseException) -> bool:
@@ -74,14 +116,16 @@ def is_oom(error: BaseException) -> bool:
 
 
 class Engine:
-    """Owns ``pool``'s device; batches tiles across requests.
+    """Owns ``pool``'s device; batches windows across requests.
 
     Args:
         pool: the loaded models.
         metrics: where batch, queue and memory figures go.
-        max_batch_tiles: most tiles in one batch.
-        max_batch_delay_s: longest wait for a batch to fill after its first tile.
-        max_queue_tiles: queued tiles beyond which ``submit`` raises :class:`QueueFull`.
+        max_batch_tiles: most windows in one batch.
+        max_batch_delay_s: longest wait for a batch to fill after its first window.
+        max_queue_tiles: queued windows beyond which ``submit`` raises :class:`QueueFull` (a memory bound).
+        max_queue_wait_s: predicted wait beyond which ``submit`` raises :class:`QueueFull`.
+        min_retry_after_s: the least ``Retry-After`` given with a refusal.
     """
 
     def __init__(
@@ -92,16 +136,25 @@ class Engine:
         max_batch_tiles: int,
         max_batch_delay_s: float,
         max_queue_tiles: int,
+        max_queue_wait_s: float = math.inf,
+        min_retry_after_s: float = 1.0,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
         self.max_batch_tiles = max_batch_tiles
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_tiles = max_queue_tiles
+        self.max_queue_wait_s = max_queue_wait_s
+        self.min_retry_after_s = min_retry_after_s
         self._source: queue.Queue = queue.Queue()
-        self._backlog: Backlog[Work] = Backlog()
+        self._batch_limits: dict[tuple, int] = {}  # group key -> largest batch worth forming
+        self._backlog: Backlog[Work] = Backlog(limit=lambda key: self._batch_limits.get(key, max_batch_tiles))
+        self._lock = threading.Lock()  # guards the counters below
         self._queued = 0
-        self._lock = threading.Lock()
+        self._queued_s = [0.0, 0.0]  # calibrated seconds queued, per priority rank
+        self._busy_until = 0.0  # predicted end of the running batch (monotonic)
+        self._arriving = 0  # requests being read or decoded: work that may join a batch soon
+        self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
         metrics.queue_capacity.set(max_queue_tiles)
 
@@ -123,59 +176,147 @@ class Engine:
     def queued_tiles(self) -> int:
         return self._queued
 
-    def tiles_for(self, route: Route, height: int, width: int) -> list[Tile] | list[None]:
-        if not route.tiled:
-            return [None]
-        return plan(height, width, self.pool.window, route.entry.radius)
+    @contextmanager
+    def arriving(self) -> Iterator[Callable[[], None]]:
+        """Mark a request on its way (reading, decoding); the yielded callable ends that early.
 
-    def submit(self, route: Route, pixels: np.ndarray, deadline: float) -> Job:
-        """Queue one request; raises :class:`QueueFull` when it does not fit."""
-        h, w = pixels.shape[:2]
-        tiles = self.tiles_for(route, h, w)
+        Pass it to :meth:`submit` so the count drops before the work is queued:
+        the collector releases a partial batch at once only when nothing is on its way.
+        """
         with self._lock:
+            self._arriving += 1
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                with self._lock:
+                    self._arriving -= 1
+
+        try:
+            yield release
+        finally:
+            release()
+
+    def plan_for(self, route: Route, height: int, width: int) -> Plan:
+        """The windows this image is cut into (one untiled piece for whole-image resizes)."""
+        entry = route.entry
+        if not route.tiled:
+            return planner.whole(height, width, entry.cost)
+        return planner.choose(height, width, halo=entry.radius, max_side=self.pool.window, cost=entry.cost)
+
+    def predicted_wait(self, priority: Priority = Priority.NORMAL) -> float:
+        """Seconds a request queued now would wait before its first window computes."""
+        with self._lock:
+            return self._wait_locked(priority.rank, time.monotonic())
+
+    def _wait_locked(self, rank: int, now: float) -> float:
+        return sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
+
+    def submit(
+        self,
+        route: Route,
+        pixels: np.ndarray,
+        deadline: float,
+        *,
+        priority: Priority = Priority.NORMAL,
+        arrived: Callable[[], None] | None = None,
+    ) -> Job:
+        """Queue one request; raises :class:`QueueFull` when it is not admitted.
+
+        ``arrived`` (from :meth:`arriving`) is called just before the work is queued.
+        """
+        h, w = pixels.shape[:2]
+        plan = self.plan_for(route, h, w)
+        tiles = len(plan.tiles)
+        factor = self.calibration(route.key)
+        per_window = plan.seconds / tiles
+        rank = priority.rank
+        with self._lock:
+            wait = self._wait_locked(rank, time.monotonic())
             # A request larger than the whole queue is still admitted into an empty one.
-            if self._queued and self._queued + len(tiles) > self.max_queue_tiles:
-                raise QueueFull(f"{self._queued} tiles queued; this request needs {len(tiles)} more")
-            self._queued += len(tiles)
-        self.metrics.queued_tiles.set(self._queued)
+            if self._queued and wait > self.max_queue_wait_s:
+                raise QueueFull(
+                    f"the predicted wait is {wait:.1f} s, over SR_MAX_QUEUE_WAIT_S = {self.max_queue_wait_s:g} s",
+                    reason="queue_wait",
+                    retry_after=max(self.min_retry_after_s, wait - self.max_queue_wait_s),
+                )
+            if self._queued and self._queued + tiles > self.max_queue_tiles:
+                raise QueueFull(
+                    f"{self._queued} windows queued; this request needs {tiles} more "
+                    f"(SR_MAX_QUEUE_TILES = {self.max_queue_tiles})",
+                    reason="queue_full",
+                    retry_after=max(self.min_retry_after_s, wait),
+                )
+            self._queued += tiles
+            self._queued_s[rank] += factor * plan.seconds
+        self._publish_queue()
+        name = route.entry.name
+        self.metrics.image_pixels.labels(name).inc(plan.image_pixels)
+        self.metrics.computed_pixels.labels(name).inc(plan.computed_pixels)
         loop = asyncio.get_running_loop()
         out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
-        job = Job(route, pixels, out, len(tiles), deadline, loop.create_future(), loop)
-        items = []
-        for t in tiles:
-            shape = t.shape if t is not None else (h, w, route.size_arg)
-            items.append(((route.key, shape), Work(job, t)))
-        self._source.put(items)
+        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop)
+        shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
+        key = (route.key, shape)
+        if key not in self._batch_limits:
+            best = route.entry.cost.best_batch(plan.window[0] * plan.window[1])
+            self._batch_limits[key] = max(1, min(self.max_batch_tiles, best))
+        items = [(key, Work(job, t, per_window, factor * per_window, rank)) for t in plan.tiles]
+        if arrived is not None:
+            arrived()
+        self._source.put(Message(items, rank))
         return job
+
+    def _publish_queue(self) -> None:
+        self.metrics.queued_tiles.set(self._queued)
+        for p in Priority:
+            self.metrics.predicted_wait.labels(p.value).set(self.predicted_wait(p))
 
     # -- worker side -----------------------------------------------------
     def warm_up(self) -> None:
-        """Run each learned model once at its tile shape (CUDA kernels, allocator, autotuning)."""
+        """Run each learned model, timing window sizes and batches: its cost model (see ``cost_model``)."""
         for entry in self.pool.entries():
-            side = self.pool.window
-            sizes = {1, self.max_batch_tiles} if self.pool.device.type == "cuda" else {1}
-            for n in sorted(sizes):
-                windows = np.zeros((n, side, side, 3), dtype=np.uint8)
-                predict(entry.module, windows, device=self.pool.device, precision=entry.precision)
+
+            def run(side: int, batch: int, module: torch.nn.Module = entry.module, precision: str = entry.precision):
+                windows = np.zeros((batch, side, side, 3), dtype=np.uint8)
+                predict(module, windows, device=self.pool.device, precision=precision)
+
+            started = time.monotonic()
+            entry.cost = measure(run, max_side=self.pool.window, max_batch=self.max_batch_tiles)
+            log.info("measured %s x%d in %.1f s", entry.name, int(entry.scale), time.monotonic() - started)
         if self.pool.device.type == "cuda":
             torch.cuda.synchronize(self.pool.device)
 
     def _run(self) -> None:
         while True:
             batch = collect_batch(
-                self._source, self._backlog, max_items=self.max_batch_tiles, max_delay=self.max_batch_delay_s
+                self._source,
+                self._backlog,
+                max_items=self.max_batch_tiles,
+                max_delay=self.max_batch_delay_s,
+                arriving=lambda: self._arriving,
             )
             if batch is None:
                 return
             with self._lock:
                 self._queued -= len(batch)
-            self.metrics.queued_tiles.set(self._queued)
+                for work in batch:
+                    self._queued_s[work.rank] = max(0.0, self._queued_s[work.rank] - work.cost_s)
+                if not self._queued:  # no drift from rounding
+                    self._queued_s = [0.0, 0.0]
+                self._busy_until = time.monotonic() + sum(w.cost_s for w in batch)
+            self._publish_queue()
             try:
                 self._process(batch)
             except Exception:  # never let one batch end the worker
                 log.exception("batch handling failed")
                 for job in {w.job for w in batch}:
                     self._fail(job, RuntimeError("internal error while handling the batch"))
+            finally:
+                with self._lock:
+                    self._busy_until = 0.0
 
     def _process(self, batch: list[Work]) -> None:
         now = time.monotonic()
@@ -196,6 +337,22 @@ class Engine:
             live.append(work)
         if live:
             self._compute(live)
+
+    def calibration(self, key: tuple) -> float:
+        """Measured over predicted batch time for a route: what its predictions are multiplied by."""
+        measured, predicted = self._calibration.get(key, (1.0, 1.0))
+        return min(100.0, max(0.01, measured / predicted))
+
+    def _calibrate(self, key: tuple, predicted: float, elapsed: float) -> None:
+        """Fold one batch into running sums of measured and predicted time (large batches weigh most)."""
+        if predicted <= 0:
+            return
+        old = self._calibration.get(key)
+        if old is None:
+            self._calibration[key] = (elapsed, predicted)
+        else:
+            a = CALIBRATION_WEIGHT
+            self._calibration[key] = ((1 - a) * old[0] + a * elapsed, (1 - a) * old[1] + a * predicted)
 
     def _compute(self, items: list[Work]) -> None:
         route = items[0].job.route
@@ -230,6 +387,7 @@ class Engine:
                 self._fail(job, error)
             return
         elapsed = time.monotonic() - start
+        self._calibrate(route.key, sum(w.planned_s for w in items), elapsed)
         self.metrics.batch_compute.labels(entry.name).observe(elapsed)
         self.metrics.batch_tiles.labels(entry.name).observe(len(items))
         for job in jobs:

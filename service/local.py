@@ -1,15 +1,16 @@
-"""Synchronous, in-process upscaling of one image through the same tiles the
-service batches: used by ``srserve upscale`` and as the reference in tests."""
+"""Synchronous, in-process upscaling of one image through the same windows the
+service plans: used by ``srserve upscale`` and as the reference in tests."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from service import planner
 from service.imageio import Decoded, OutputFormat, encode
 from service.inference import predict
 from service.model_pool import ModelPool, Route
 from service.pixels import resize_plane
-from service.tiling import cut, paste, plan
+from service.tiling import cut, paste
 
 
 def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: int = 8) -> np.ndarray:
@@ -20,7 +21,7 @@ def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: in
     h, w = pixels.shape[:2]
     s = route.scale
     out = np.empty((h * s, w * s, 3), dtype=pixels.dtype)
-    tiles = plan(h, w, pool.window, entry.radius)
+    tiles = planner.choose(h, w, halo=entry.radius, max_side=pool.window, cost=entry.cost).tiles
     by_shape: dict[tuple[int, int], list] = {}
     for t in tiles:
         by_shape.setdefault(t.shape, []).append(t)

@@ -91,6 +91,21 @@ class Metrics:
         self.dropped_tiles = Counter(
             "srserve_dropped_tiles", "Tiles dropped uncomputed: client gone or deadline passed", ["reason"], registry=r
         )
+        self.image_pixels = Counter(
+            "srserve_image_pixels", "LR pixels of the images submitted to the model", ["model"], registry=r
+        )
+        self.computed_pixels = Counter(
+            "srserve_computed_pixels",
+            "LR pixels the model computes for them (windows overlap by their halos)",
+            ["model"],
+            registry=r,
+        )
+        self.predicted_wait = Gauge(
+            "srserve_predicted_wait_seconds",
+            "Predicted queue wait of a request arriving now, by priority (admission refuses above the limit)",
+            ["priority"],
+            registry=r,
+        )
         self.ready = Gauge("srserve_ready", "1 when models are loaded and warm and not draining", registry=r)
 
     def watch_device(self, device: Callable[[], torch.device]) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from models import MODELS
 from models.catalog import get_upsampler, learned_scales
 from models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, Interpolate
+from service.cost_model import CostModel
 
 
 class RequestError(ValueError):
@@ -41,6 +42,7 @@ class ModelEntry:
     radius: int
     card: dict[str, Any] | None = None
     precision: str = "fp32"
+    cost: CostModel = field(default_factory=CostModel)  # measured at warm-up; the flat prior until then
 
     @property
     def scale(self) -> float:
@@ -73,14 +75,14 @@ class ModelPool:
         device: where every model lives.
         weights_dir: carded safetensors files of the learned models.
         enabled: registry names to serve (default: every registered model).
-        window: LR window side of a tile (core + 2 x halo).
+        window: the largest LR window side (core + 2 x halo); the planner picks sizes up to it.
         precision: per-model autocast precision on CUDA (``fp32``, ``fp16``, ``bf16``).
     """
 
     device: torch.device
     weights_dir: Path
     enabled: Iterable[str] | None = None
-    window: int = 128
+    window: int = 1024
     precision: dict[str, str] = field(default_factory=dict)
     learned: dict[tuple[str, int], ModelEntry] = field(default_factory=dict, init=False)
     _resizers: dict[tuple[Any, ...], ModelEntry] = field(default_factory=dict, init=False)

@@ -53,6 +53,8 @@ class Runtime:
             max_batch_tiles=settings.max_batch_tiles,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
             max_queue_tiles=settings.max_queue_tiles,
+            max_queue_wait_s=settings.max_queue_wait_s,
+            min_retry_after_s=settings.retry_after_s,
         )
         self.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="srserve-io")
         self.phase = Phase.STARTING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,17 +26,24 @@ class Settings(BaseSettings):
     precision: dict[str, Literal["fp32", "fp16", "bf16"]] = Field(
         default_factory=dict, description='per-model autocast on CUDA, JSON: {"espcn": "fp16"}'
     )
-    tile_size: int = Field(128, ge=16, description="LR window side of one tile (core + halo)")
+    tile_size: int = Field(
+        1024, ge=16, description="largest LR window side; the planner cuts images into windows up to this"
+    )
     max_batch_tiles: int = Field(16, ge=1)
     max_batch_delay_ms: float = Field(5.0, ge=0)
-    max_queue_tiles: int = Field(4096, ge=1, description="tiles waiting before new requests get 503")
+    max_queue_wait_s: float = Field(
+        3.0, gt=0, description="predicted queue wait beyond which new requests get 503 (low priority shed first)"
+    )
+    max_queue_tiles: int = Field(1024, ge=1, description="windows waiting before new requests get 503 (memory bound)")
     request_timeout_s: float = Field(120.0, gt=0, description="a request still unfinished by then gets 504")
     retry_after_s: int = Field(1, ge=1)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_input_pixels: int = Field(4096 * 4096, ge=1)
     max_output_pixels: int = Field(8192 * 8192, ge=1)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma-separated")
-    io_threads: int = Field(4, ge=1, description="threads that decode and encode images")
+    io_threads: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, description="threads that decode and encode images"
+    )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1 fast, 9 small)")
     warmup: bool = True
     drain_seconds: float = Field(2.0, ge=0, description="after SIGTERM, /readyz says 503 this long before closing")

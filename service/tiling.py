@@ -1,4 +1,4 @@
-"""Cutting an LR image into equal windows (core + halo) and stitching the results.
+"""Cutting an LR image into windows (core + halo) and stitching the results.
 
 Every window lies inside the image, so where a window touches the image border
 the model sees exactly what whole-image inference sees there (same zero padding,
@@ -6,10 +6,16 @@ same edge clamping). Each output pixel is taken from the one window whose core
 holds it; cores sit at least ``halo`` LR pixels away from any window edge that
 is not an image edge. With ``halo >= receptive radius`` the stitched result
 equals whole-image inference.
+
+Along one axis an image is cut into ``n`` windows of one length, spread evenly
+from the first pixel to the last: the only pixels computed twice are the
+overlaps that the halos need (``2 * halo`` per seam, plus rounding), so a cut
+into few windows costs barely more than the image itself.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,31 +43,48 @@ class Tile:
         return self.rows.length, self.cols.length
 
 
-def spans(length: int, window: int, halo: int) -> list[Span]:
-    """Windows of ``min(window, length)`` pixels covering ``[0, length)``, cores disjoint."""
-    if length < 1:
-        raise ValueError(f"length must be positive, got {length}")
-    if window <= 2 * halo:
-        raise ValueError(f"window {window} must exceed twice the halo {halo}")
-    if length <= window:
+def _starts(length: int, count: int, window: int) -> list[int]:
+    if count == 1:
+        return [0]
+    return [i * (length - window) // (count - 1) for i in range(count)]
+
+
+def window_length(length: int, count: int, halo: int) -> int:
+    """The shortest window with which ``count`` evenly spread windows cover ``length`` with ``halo``."""
+    if length < 1 or count < 1:
+        raise ValueError(f"length and count must be positive, got {length}, {count}")
+    if count == 1:
+        return length
+    window = max(2 * halo + 1, -(-(length + 2 * halo * (count - 1)) // count))
+    while window <= length:
+        starts = _starts(length, count, window)
+        if all(a + window - b >= 2 * halo for a, b in itertools.pairwise(starts)):
+            return window
+        window += 1  # rounding of the starts left one overlap short
+    raise ValueError(f"{count} windows cannot cover {length} px with a halo of {halo}")
+
+
+def spans(length: int, count: int, halo: int, window: int | None = None) -> list[Span]:
+    """``count`` windows of ``window`` px (default: the shortest that works), cores disjoint, covering ``length``."""
+    window = window_length(length, count, halo) if window is None else window
+    if count == 1:
+        if window != length:
+            raise ValueError("a single window is the whole axis")
         return [Span(0, length, 0, length)]
-    out: list[Span] = []
-    covered = 0  # everything before this has a core
-    start = 0
-    while covered < length:
-        start = min(start, length - window)
-        valid_start = start + halo if start > 0 else 0
-        valid_end = start + window - halo if start + window < length else length
-        assert valid_start <= covered < valid_end, (start, covered)
-        out.append(Span(start, window, covered, valid_end))
-        covered = valid_end
-        start += window - 2 * halo
-    return out
+    starts = _starts(length, count, window)
+    cuts = [0]
+    for a, b in itertools.pairwise(starts):
+        overlap = a + window - b
+        if overlap < 2 * halo:
+            raise ValueError(f"windows of {window} px overlap by {overlap} < 2 x halo {halo}")
+        cuts.append(b + overlap // 2)  # at least halo from both window edges
+    cuts.append(length)
+    return [Span(s, window, lo, hi) for s, lo, hi in zip(starts, cuts, cuts[1:], strict=False)]
 
 
-def plan(height: int, width: int, window: int, halo: int) -> list[Tile]:
-    """All tiles of an ``height x width`` image, row-major."""
-    return [Tile(r, c) for r in spans(height, window, halo) for c in spans(width, window, halo)]
+def grid(height: int, width: int, rows: int, cols: int, halo: int) -> list[Tile]:
+    """``rows x cols`` windows of one shape covering an ``height x width`` image, row-major."""
+    return [Tile(r, c) for r in spans(height, rows, halo) for c in spans(width, cols, halo)]
 
 
 def cut(pixels: np.ndarray, tile: Tile) -> np.ndarray:

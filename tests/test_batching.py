@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from service.batching import STOP, Backlog, collect_batch
+from service.batching import STOP, Backlog, Message, collect_batch
 
 
 class FakeClock:
@@ -102,3 +102,57 @@ def test_requests_take_turns_within_a_group() -> None:
     assert first[4:] == ["big2", "big3", "big4", "big5"]  # each request's own order is kept
     second = collect_batch(q, backlog, max_items=8, max_delay=0.0)
     assert second == [f"big{i}" for i in range(6, 14)]
+
+
+def test_nothing_on_its_way_releases_a_partial_batch_at_once() -> None:
+    q: queue.Queue = queue.Queue()
+    q.put([("k", 1)])
+    clock = FakeClock()  # frozen: the delay never passes
+    on_the_way = [1]
+    backlog: Backlog[int] = Backlog()
+    got: list = []
+    t = threading.Thread(
+        target=lambda: got.append(
+            collect_batch(q, backlog, max_items=8, max_delay=60.0, clock=clock, arriving=lambda: on_the_way[0])
+        )
+    )
+    t.start()
+    t.join(0.1)
+    assert t.is_alive() and not got  # another request is being decoded: wait for it
+    on_the_way[0] = 0
+    q.put([("k", 2)])  # it arrives; nothing else is coming
+    t.join(2)
+    assert got == [[1, 2]]
+    q.put([("k", 3)])
+    assert collect_batch(q, backlog, max_items=8, max_delay=60.0, clock=clock, arriving=lambda: 0) == [3]
+
+
+def test_higher_priority_goes_first_and_fills_the_batch_first() -> None:
+    q: queue.Queue = queue.Queue()
+    q.put(Message([("k", f"low{i}") for i in range(6)], rank=1))
+    q.put(Message([("k", "hi0"), ("k", "hi1")], rank=0))
+    q.put(Message([("other", "low-other")], rank=1))
+    backlog: Backlog[str] = Backlog()
+    first = collect_batch(q, backlog, max_items=4, max_delay=0.0)
+    assert first == ["hi0", "hi1", "low0", "low1"]
+    assert collect_batch(q, backlog, max_items=4, max_delay=0.0) == ["low2", "low3", "low4", "low5"]
+    assert collect_batch(q, backlog, max_items=4, max_delay=0.0) == ["low-other"]
+
+
+def test_a_group_with_higher_priority_beats_an_older_one() -> None:
+    backlog: Backlog[str] = Backlog()
+    backlog.add("batch-job", "old", now=0.0, rank=1)
+    backlog.add("upload", "new", now=1.0, rank=0)
+    assert backlog.take(8, max_delay=0.0, now=2.0) == ["new"]
+    assert backlog.take(8, max_delay=0.0, now=2.0) == ["old"]
+
+
+def test_per_key_batch_limits() -> None:
+    backlog: Backlog[int] = Backlog(limit=lambda key: 1 if key == "big" else 3)
+    for i in range(3):
+        backlog.add("big", i, now=0.0)
+        backlog.add("small", 10 + i, now=0.5)
+    assert backlog.take(8, max_delay=60.0, now=1.0) == [0]  # full at one, though the delay has not passed
+    assert backlog.take(8, max_delay=60.0, now=1.0) == [1]
+    assert backlog.take(8, max_delay=60.0, now=1.0) == [2]
+    assert backlog.take(8, max_delay=60.0, now=1.0) == [10, 11, 12]

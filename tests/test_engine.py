@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, QueueFull
+from service.cost_model import CostModel, Sample
+from service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Priority, QueueFull
 from service.metrics import Metrics
 from service.model_pool import ModelEntry, ModelPool, Route
 
@@ -24,12 +25,14 @@ class Doubler(nn.Module):
         super().__init__()
         self.fail_when, self.oom_above, self.delay = fail_when, oom_above, delay
         self.batches: list[int] = []
+        self.order: list[int] = []  # the first pixel of each window computed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         if self.oom_above is not None and n > self.oom_above:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         self.batches.append(n)
+        self.order.extend(int(v) for v in (x[:, 0, 0, 0] * 255).round())
         time.sleep(self.delay)
         if self.fail_when is not None and (x * 255).round().eq(self.fail_when).any():
             raise ValueError("poisoned input")
@@ -130,8 +133,96 @@ def test_queue_bound() -> None:
 
     async def scenario() -> None:
         engine.submit(route_for(route, image(1, 64, 16)), image(1, 64, 16), time.monotonic() + 5)  # 4 tiles
-        with pytest.raises(QueueFull):
+        with pytest.raises(QueueFull) as refused:
             engine.submit(route_for(route, image(2)), image(2), time.monotonic() + 5)
+        assert refused.value.reason == "queue_full"
 
     asyncio.run(scenario())  # worker not started: everything stays queued
     assert engine.queued_tiles == 4
+
+
+def costed(model: Doubler, seconds_per_pixel: float, **kwargs: object) -> tuple[Engine, Route]:
+    """An engine whose model is known to cost ``seconds_per_pixel`` (as if measured at warm-up)."""
+    engine, route = make_engine(model, **kwargs)
+    route.entry.cost = CostModel((Sample(16 * 16, 1, seconds_per_pixel * 256),), max_batch=8)
+    return engine, route
+
+
+def test_admission_refuses_by_predicted_wait_not_tile_count() -> None:
+    engine, route = costed(Doubler(), 1e-3, max_queue_wait_s=1.0)  # a 16x16 image: 0.256 s
+
+    async def scenario() -> QueueFull:
+        for i in range(4):  # each waits behind the ones before: 0, 0.26, 0.51, 0.77 s
+            engine.submit(route_for(route, image(i)), image(i), time.monotonic() + 5)
+        assert engine.predicted_wait() == pytest.approx(4 * 0.256)
+        with pytest.raises(QueueFull) as refused:  # a fifth would wait 1.02 s
+            engine.submit(route_for(route, image(9)), image(9), time.monotonic() + 5)
+        return refused.value
+
+    refused = asyncio.run(scenario())  # worker not started: everything stays queued
+    assert refused.reason == "queue_wait" and "1.0 s" in str(refused)
+    assert refused.retry_after >= 1.0
+    assert engine.queued_tiles == 4
+
+
+def test_low_priority_is_shed_first_and_waits_behind_normal() -> None:
+    model = Doubler()
+    engine, route = costed(model, 1e-3, max_queue_wait_s=0.6)
+
+    async def scenario() -> list:
+        low = [
+            engine.submit(route_for(route, image(i)), image(i), time.monotonic() + 10, priority=Priority.LOW)
+            for i in range(3)
+        ]
+        with pytest.raises(QueueFull):  # 0.77 s of low work ahead
+            engine.submit(route_for(route, image(7)), image(7), time.monotonic() + 10, priority=Priority.LOW)
+        assert engine.predicted_wait(Priority.NORMAL) == 0.0  # low work does not count ahead of normal
+        normal = engine.submit(route_for(route, image(50)), image(50), time.monotonic() + 10)
+        engine.start()
+        return await asyncio.gather(normal.future, *(j.future for j in low))
+
+    results = asyncio.run(scenario())
+    engine.stop(5)
+    assert [int(r[0, 0, 0]) for r in results] == [50, 0, 1, 2]
+    assert model.order[0] == 50  # the normal request was computed first
+
+
+def test_predictions_follow_measured_batch_times() -> None:
+    engine, route = costed(Doubler(delay=0.05), 1e-6)  # predicted 0.26 ms a window, takes 50 ms
+
+    async def scenario() -> float:
+        await submit_all(engine, route, [image(i) for i in range(4)])
+        engine.stop(5)
+        engine.submit(route_for(route, image(1)), image(1), time.monotonic() + 5)
+        return engine.predicted_wait()
+
+    engine.start()
+    wait = asyncio.run(scenario())
+    assert wait > 0.01  # corrected up from 0.26 ms towards the 50 ms a batch really took
+
+
+def test_a_lone_request_does_not_wait_for_company() -> None:
+    engine, route = make_engine(Doubler(), max_batch_delay_s=30.0)
+
+    async def scenario() -> np.ndarray:
+        with engine.arriving() as queued:
+            job = engine.submit(route_for(route, image(3)), image(3), time.monotonic() + 60, arrived=queued)
+        return await asyncio.wait_for(job.future, 10)  # not the 30 s batch delay
+
+    engine.start()
+    out = asyncio.run(scenario())
+    engine.stop(5)
+    assert np.array_equal(out, image(3, 32, 32))
+
+
+def test_plans_are_counted_in_pixels() -> None:
+    engine, route = make_engine(Doubler())  # windows of at most 16: a 40x20 image is cut
+
+    async def scenario() -> None:
+        job = engine.submit(route_for(route, image(1, 40, 20)), image(1, 40, 20), time.monotonic() + 5)
+        assert job.plan.rows * job.plan.cols == len(job.plan.tiles) > 1
+
+    asyncio.run(scenario())
+    image_px = engine.metrics.image_pixels.labels("doubler")._value.get()
+    computed = engine.metrics.computed_pixels.labels("doubler")._value.get()
+    assert image_px == 800 and computed >= image_px

@@ -1,5 +1,5 @@
-"""Stitched tiles equal whole-image inference: odd sizes, around the tile size,
-1x1, very wide and very tall."""
+"""Stitched windows equal whole-image inference: odd sizes, around the window
+size, 1x1, very wide and very tall, with the planner's grids and forced ones."""
 
 from __future__ import annotations
 
@@ -8,22 +8,30 @@ import pytest
 import torch
 
 from models import MODELS
+from service import planner
+from service.cost_model import CostModel
 from service.inference import predict
 from service.local import run_route
 from service.model_pool import ModelPool
-from service.tiling import paste, plan, spans
+from service.tiling import grid, paste, spans, window_length
 from tests.conftest import WEIGHTS, smooth_image
 
 WINDOW = 32
 SIZES = [(1, 1), (5, 7), (31, 33), (32, 32), (33, 31), (33, 3), (67, 45), (9, 300), (280, 6)]
 
 
-def whole_and_stitched(model: torch.nn.Module, x: torch.Tensor, radius: int, scale: int) -> tuple[np.ndarray, ...]:
+def plan(h: int, w: int, window: int, radius: int) -> list:
+    return list(planner.choose(h, w, halo=radius, max_side=window, cost=CostModel()).tiles)
+
+
+def whole_and_stitched(
+    model: torch.nn.Module, x: torch.Tensor, radius: int, scale: int, tiles: list | None = None
+) -> tuple[np.ndarray, ...]:
     h, w = x.shape[-2:]
     with torch.inference_mode():
         whole = model(x)[0].permute(1, 2, 0).numpy()
         out = np.full_like(whole, np.nan)
-        for t in plan(h, w, WINDOW, radius):
+        for t in tiles if tiles is not None else plan(h, w, WINDOW, radius):
             r, c = t.rows, t.cols
             window = x[..., r.start : r.start + r.length, c.start : c.start + c.length]
             paste(out, t, model(window)[0].permute(1, 2, 0).numpy(), scale)
@@ -60,23 +68,48 @@ def test_too_small_radius_would_be_caught() -> None:
     assert np.abs(whole - stitched).max() > 1e-3
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("name", ["espcn", "deconv"])
+@pytest.mark.parametrize(("size", "rows", "cols"), [((70, 90), 2, 3), ((41, 200), 1, 5), ((123, 37), 4, 1)])
+def test_forced_grids_stitch_equal_whole(name: str, scale: int, size: tuple[int, int], rows: int, cols: int) -> None:
+    """Grids the planner would not pick here: every seam still matches whole-image inference."""
+    torch.manual_seed(scale)
+    model = MODELS.build(name, scale=scale).eval()
+    x = torch.from_numpy(smooth_image(*size, seed=6)).permute(2, 0, 1)[None].float() / 255
+    tiles = grid(*size, rows, cols, model.receptive_radius)
+    assert len(tiles) == rows * cols
+    whole, stitched = whole_and_stitched(model, x, model.receptive_radius, scale, tiles)
+    assert not np.isnan(stitched).any()
+    assert np.abs(whole - stitched).max() <= 1e-4
+
+
 @pytest.mark.parametrize("length", [1, 2, 31, 32, 33, 64, 65, 100, 1000])
 @pytest.mark.parametrize("halo", [0, 3, 7])
-def test_spans_cover_once_with_margin(length: int, halo: int) -> None:
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 40])
+def test_spans_cover_once_with_margin(length: int, halo: int, count: int) -> None:
+    try:
+        window = window_length(length, count, halo)
+    except ValueError:
+        assert count > 1 and length < count + 2 * halo * (count - 1)  # only when the axis is too short
+        return
     covered = np.zeros(length, dtype=int)
-    for s in spans(length, WINDOW, halo):
-        assert s.length == min(WINDOW, length) and s.start >= 0 and s.start + s.length <= length
+    found = spans(length, count, halo)
+    assert len(found) == count
+    for s in found:
+        assert s.length == window and s.start >= 0 and s.start + s.length <= length
         covered[s.core_start : s.core_end] += 1
         if s.start > 0:
             assert s.core_start - s.start >= halo
         if s.start + s.length < length:
             assert s.start + s.length - s.core_end >= halo
     assert (covered == 1).all()
+    # Overlap is what the halos need, and a pixel of rounding per seam.
+    assert count * window <= length + (2 * halo + 1) * (count - 1) + count
 
 
 def test_window_must_exceed_twice_the_halo() -> None:
     with pytest.raises(ValueError, match="twice the halo"):
-        spans(100, 10, 5)
+        planner.choose(100, 100, halo=5, max_side=10, cost=CostModel())
 
 
 def _pool() -> ModelPool:

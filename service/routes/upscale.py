@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.body_limit import BodyTooLarge
 from service.deps import ApiKeyDep, RuntimeDep
-from service.engine import DeadlineExceeded, DeviceOutOfMemory, Job, QueueFull
+from service.engine import DeadlineExceeded, DeviceOutOfMemory, Job, Priority, QueueFull
 from service.errors import APIError
 from service.imageio import MEDIA_TYPES, Decoded, ImageError, decode
 from service.local import encode_result
@@ -44,6 +45,9 @@ class UpscaleParams(BaseModel):
     quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality")
     align_corners: bool | None = Field(None, description="bilinear/bicubic: corner-aligned grid")
     antialias: bool | None = Field(None, description="bilinear/bicubic: low-pass when shrinking (default: auto)")
+    priority: Priority = Field(
+        Priority.NORMAL, description="normal (interactive) goes first; low (batch jobs) waits and is shed first"
+    )
 
 
 PARAMETERS = sorted(UpscaleParams.model_fields)
@@ -71,7 +75,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "upload larger than SR_MAX_UPLOAD_BYTES"},
     415: {"description": "neither multipart/form-data nor image/*"},
     422: {"description": "bad parameter, unreadable image, or a pixel limit exceeded"},
-    503: {"description": "queue full, not ready, or out of device memory; see Retry-After"},
+    503: {"description": "predicted wait too long, queue full, not ready, or out of device memory; see Retry-After"},
     504: {"description": "still queued when the request's deadline passed"},
 }
 
@@ -231,8 +235,26 @@ async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], r
         )
 
 
+def overloaded(e: QueueFull) -> APIError:
+    return APIError(
+        503,
+        e.reason,
+        f"the server is busy: {e}; retry later",
+        headers={"Retry-After": str(math.ceil(e.retry_after))},
+    )
+
+
 async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, arrived: float) -> Response:
+    # Counted as on its way until queued: meanwhile the worker holds a partial batch for it.
+    with runtime.engine.arriving() as queued:
+        return await _upscale_arriving(request, params, runtime, arrived, queued)
+
+
+async def _upscale_arriving(
+    request: Request, params: UpscaleParams, runtime: Runtime, arrived: float, queued: Callable[[], None]
+) -> Response:
     settings = runtime.settings
+    engine = runtime.engine
     retry = {"Retry-After": str(settings.retry_after_s)}
     # While draining, requests the load balancer still sends are served: only /readyz says 503.
     if runtime.phase not in (Phase.READY, Phase.DRAINING):
@@ -244,6 +266,16 @@ async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, ar
         runtime.pool.check_name(params.model)  # before paying for the decode
     except RequestError as e:
         raise request_error(e) from None
+    priority = params.priority
+    wait = engine.predicted_wait(priority)
+    if engine.queued_tiles and wait > engine.max_queue_wait_s:  # refuse before paying for the decode
+        raise overloaded(
+            QueueFull(
+                f"the predicted wait is {wait:.1f} s, over SR_MAX_QUEUE_WAIT_S = {engine.max_queue_wait_s:g} s",
+                reason="queue_wait",
+                retry_after=max(settings.retry_after_s, wait - engine.max_queue_wait_s),
+            )
+        )
 
     t0 = time.monotonic()
     try:
@@ -257,9 +289,11 @@ async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, ar
     route = route_for(runtime, image, params)
 
     try:
-        job = runtime.engine.submit(route, image.pixels, arrived + settings.request_timeout_s)
+        job = engine.submit(
+            route, image.pixels, arrived + settings.request_timeout_s, priority=priority, arrived=queued
+        )
     except QueueFull as e:
-        raise APIError(503, "queue_full", f"the server is busy ({e}); retry later", headers=retry) from None
+        raise overloaded(e) from None
     try:
         pixels = await wait_for(job, request)
     except DeadlineExceeded:
@@ -291,5 +325,10 @@ async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, ar
         )
     )
     out_h, out_w = route.out_size
-    headers = {"Server-Timing": timing, "X-Output-Size": f"{out_w}x{out_h}", "X-Model": params.model}
+    headers = {
+        "Server-Timing": timing,
+        "X-Output-Size": f"{out_w}x{out_h}",
+        "X-Model": params.model,
+        "X-Tile-Plan": job.plan.describe(),
+    }
     return Response(body, media_type=MEDIA_TYPES[params.format], headers=headers)
