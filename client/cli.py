@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a server; repeat to spread the load (default http://127.0.0.1:8000)",
     )
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
+    p.add_argument(
+        "--priority",
+        choices=("low", "normal"),
+        default="low",
+        help="low (default) lets interactive uploads go first; under overload it is shed first and retried",
+    )
     p.add_argument("--api-key", default=os.environ.get("SRBATCH_API_KEY"), help="or SRBATCH_API_KEY")
     p.add_argument("--retries", type=int, default=6, help="tries after the first on 429/502/503/504/connection errors")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds for one request")
@@ -70,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
 
-    params: dict[str, object] = {"model": args.model, "scale": args.scale, "format": args.format}
+    params: dict[str, object] = {
+        "model": args.model,
+        "scale": args.scale,
+        "format": args.format,
+        "priority": args.priority,
+    }
     if args.quality is not None:
         params["quality"] = args.quality
     progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "bar"

@@ -157,6 +157,8 @@ class Engine:
         self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
         metrics.queue_capacity.set(max_queue_tiles)
+        if math.isfinite(max_queue_wait_s):
+            metrics.max_queue_wait.set(max_queue_wait_s)
 
     # -- loop side -------------------------------------------------------
     def start(self) -> None:

@@ -59,7 +59,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.requests = Counter("srserve_requests", "Upscale requests answered", ["model", "status"], registry=r)
+        self.requests = Counter(
+            "srserve_requests", "Upscale requests answered", ["model", "status", "priority"], registry=r
+        )
         self.rejections = Counter("srserve_rejections", "Requests refused, by reason", ["reason"], registry=r)
         self.queue_wait = Histogram(
             "srserve_queue_wait_seconds",
@@ -105,6 +107,9 @@ class Metrics:
             "Predicted queue wait of a request arriving now, by priority (admission refuses above the limit)",
             ["priority"],
             registry=r,
+        )
+        self.max_queue_wait = Gauge(
+            "srserve_max_queue_wait_seconds", "SR_MAX_QUEUE_WAIT_S: predicted wait beyond which 503", registry=r
         )
         self.ready = Gauge("srserve_ready", "1 when models are loaded and warm and not draining", registry=r)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,11 +97,13 @@ def test_models_lists_scales_parameters_fields_and_psnr(client: httpx.Client) ->
         assert m["scales"] == [2, 3, 4]
         for v in m["variants"]:
             assert v["parameters"] > 1000 and v["receptive_radius"] > 0
-            assert v["tile"] == {
-                "window": TILE,
-                "halo": v["receptive_radius"],
-                "core": TILE - 2 * v["receptive_radius"],
-            }
+            tiling = v["tiling"]
+            assert tiling["max_window"] == TILE and tiling["halo"] == v["receptive_radius"]
+            assert tiling["cost_measured"] is True  # measured at warm-up
+            sizes = [p["size"] for p in tiling["plans"]]
+            assert sizes[:2] == ["64x64", "256x256"] and "1920x1080" in sizes
+            for plan in tiling["plans"]:
+                assert re.fullmatch(r"\d+x\d+ of \d+x\d+", plan["windows"]) and plan["computed"] >= 1.0
             card = read_card(WEIGHTS / f"{name}_x{v['scale']}.safetensors")
             assert v["psnr"]["set5"] == card["metrics"]["set5"]["psnr_y"] and v["sha256"] == card["sha256"]
     assert by_name["bicubic"]["options"] == ["align_corners", "antialias"]
@@ -142,6 +145,25 @@ def test_multipart_upscale_with_timing_and_request_id(client: httpx.Client) -> N
     assert r.headers["x-request-id"] == "abc-123"
     phases = [p.split(";")[0].strip() for p in r.headers["server-timing"].split(",")]
     assert phases == ["decode", "queue", "compute", "encode"]
+
+
+def test_tile_plan_header_says_how_the_image_was_cut(client: httpx.Client) -> None:
+    small = upload(client, png(imagegen.rgb(30, 40)), model="espcn", scale=2)
+    assert small.headers["x-tile-plan"] == "1x1 windows of 40x30; computed 1.000x"
+    big = upload(client, png(imagegen.rgb(100, 170)), model="espcn", scale=2)  # windows of at most 48 px
+    m = re.fullmatch(r"(\d+)x(\d+) windows of (\d+)x(\d+); computed ([\d.]+)x", big.headers["x-tile-plan"])
+    assert m, big.headers["x-tile-plan"]
+    rows, cols, w, h, computed = int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5])
+    assert rows > 1 and cols > 1 and max(w, h) <= TILE
+    assert computed == pytest.approx(rows * cols * w * h / (100 * 170), abs=1e-3)
+    assert opened(big).size == (340, 200)
+
+
+def test_priority_low_is_served_and_a_bad_one_is_refused(client: httpx.Client) -> None:
+    r = upload(client, png(imagegen.rgb(20, 20)), model="espcn", scale=2, priority="low")
+    assert opened(r).size == (40, 40)
+    error = assert_error(upload(client, png(imagegen.rgb(20, 20)), priority="urgent"), 422, "invalid_parameter")
+    assert error["field"] == "priority" and "normal" in error["allowed"] and "low" in error["allowed"]
 
 
 def test_raw_body_and_default_scale(client: httpx.Client) -> None:

@@ -73,6 +73,37 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert metric_value(s.metrics(), "srserve_rejections_total", {"reason": "queue_full"}) == codes.count(503)
 
 
+def test_overload_is_shed_by_predicted_wait_batch_jobs_first(tmp_path: Path) -> None:
+    """A flood of low-priority work is refused quickly once its predicted wait passes the limit,
+    while interactive (normal) uploads arriving meanwhile are admitted ahead of it."""
+    env = {"SR_TILE_SIZE": "128", "SR_MAX_QUEUE_WAIT_S": "1.0", "SR_MAX_BATCH_TILES": "2"}
+    with running_server(tmp_path, env) as s:
+        big = imagegen.encode(imagegen.rgb(240, 240))
+        small = imagegen.encode(imagegen.rgb(40, 40))
+        flood: list[httpx.Response] = []
+        stop_at = time.monotonic() + 4.0
+
+        def batch_job() -> None:
+            while time.monotonic() < stop_at:  # bounded in time; each refusal is retried at once
+                flood.append(post(s.url, big, model="deconv", scale=2, priority="low"))
+
+        with ThreadPoolExecutor(12) as pool:
+            for _ in range(12):
+                pool.submit(batch_job)
+            time.sleep(2.0)  # the low queue is full by now
+            interactive = [post(s.url, small, model="espcn", scale=2) for _ in range(3)]
+        codes = [r.status_code for r in flood]
+        assert set(codes) <= {200, 503} and 200 in codes and 503 in codes
+        refused = next(r for r in flood if r.status_code == 503)
+        error = refused.json()["error"]
+        assert error["code"] == "queue_wait" and "SR_MAX_QUEUE_WAIT_S" in error["message"]
+        assert int(refused.headers["retry-after"]) >= 1
+        assert [r.status_code for r in interactive] == [200, 200, 200]
+        text = s.metrics()
+        assert metric_value(text, "srserve_rejections_total", {"reason": "queue_wait"}) == codes.count(503)
+        assert metric_value(text, "srserve_computed_pixels_total") >= metric_value(text, "srserve_image_pixels_total")
+
+
 def test_request_past_its_deadline_gets_504_and_the_server_goes_on(tmp_path: Path) -> None:
     env = {"SR_TILE_SIZE": "64", "SR_REQUEST_TIMEOUT_S": "0.4", "SR_MAX_BATCH_TILES": "1"}
     with running_server(tmp_path, env) as s:

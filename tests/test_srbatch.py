@@ -110,8 +110,10 @@ def test_busy_server_503s_are_retried(tmp_path: Path) -> None:
     with running_server(tmp_path, env) as s:
         assert run(s.url, out, [src], "--concurrency", "6", "--report", str(rep), model="deconv") == 0
         rejected = metric_value(s.metrics(), "srserve_rejections_total", {"reason": "queue_full"})
+        answered_low = metric_value(s.metrics(), "srserve_requests_total", {"status": "200", "priority": "low"})
     report = json.loads(rep.read_text())
     assert report["summary"]["ok"] == 12 and rejected > 0
+    assert answered_low == 12  # a batch job goes behind interactive uploads
     assert max(f["attempts"] for f in report["files"]) > 1
     assert any("503" in h for f in report["files"] for h in f["history"])
 

@@ -140,7 +140,8 @@ def overview(y: int) -> list[dict[str, Any]]:
         ),
         panel(
             "Rejections by reason",
-            "Requests refused: queue_full, deadline, limits, bad input, client_gone.",
+            "Requests refused: queue_wait (predicted wait over the limit), queue_full, deadline, limits, "
+            "bad input, client_gone.",
             [(f"sum by (reason) (rate(srserve_rejections_total{{{I}}}[{R}]))", "{{reason}}")],
             (8, y + 24, 8, 8),
             "reqps",
@@ -156,6 +157,36 @@ def overview(y: int) -> list[dict[str, Any]]:
             ],
             (16, y + 24, 8, 8),
             "bytes",
+        ),
+        panel(
+            "Predicted queue wait against the limit",
+            "What a request arriving now would wait, by priority (low waits behind normal). Above the limit "
+            "requests are refused with 503 queue_wait: low priority first.",
+            [
+                (f"max by (priority) (srserve_predicted_wait_seconds{{{I}}})", "{{priority}}"),
+                (f"max(srserve_max_queue_wait_seconds{{{I}}})", "limit (SR_MAX_QUEUE_WAIT_S)"),
+            ],
+            (0, y + 32, 8, 8),
+            "s",
+        ),
+        panel(
+            "Answered and shed by priority",
+            "Requests per second by priority and status: under overload batch jobs (low) get 503 first.",
+            [(f"sum by (priority, status) (rate({req}[{R}]))", "{{priority}} {{status}}")],
+            (8, y + 32, 8, 8),
+            "reqps",
+        ),
+        panel(
+            "Computed pixels per image pixel",
+            "How much the window halos cost: LR pixels the model computes over the images' own (at most 1.10).",
+            [
+                (
+                    f"sum by (model) (rate(srserve_computed_pixels_total{{{I}}}[{R}])) "
+                    f"/ sum by (model) (rate(srserve_image_pixels_total{{{I}}}[{R}]))",
+                    "{{model}}",
+                )
+            ],
+            (16, y + 32, 8, 8),
         ),
     ]
 
@@ -222,7 +253,7 @@ def dashboard() -> dict[str, Any]:
         }
     ]
     panels += overview(1)
-    panels += replica_row(33)
+    panels += replica_row(41)
     for i, p in enumerate(panels, start=1):
         p["id"] = i
     return {

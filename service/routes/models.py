@@ -1,4 +1,5 @@
-"""What can be asked for: every model with its scales, size, receptive field, tile and PSNR."""
+"""What can be asked for: every model with its scales, size, receptive field, PSNR, and how
+images are cut into windows for it (example plans from its measured cost)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,48 @@ from pydantic import BaseModel
 from models import MODELS
 from models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_RADIUS
 from service.deps import ApiKeyDep, RuntimeDep
+from service.engine import Engine
 from service.imageio import OUTPUT_FORMATS
+from service.model_pool import Route
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-class Tile(BaseModel):
-    window: int
+#: LR sizes whose plans /v1/models shows (height, width).
+EXAMPLE_SIZES = ((64, 64), (256, 256), (512, 512), (768, 1024), (1080, 1920))
+
+
+class PlanExample(BaseModel):
+    size: str
+    windows: str
+    computed: float
+
+
+class Tiling(BaseModel):
+    """How images are cut for this model: windows up to ``max_window`` px, ``halo`` px shared at each seam."""
+
+    max_window: int
     halo: int
-    core: int
+    cost_measured: bool
+    plans: list[PlanExample]
+
+
+def tiling(engine: Engine, route: Route) -> Tiling:
+    plans = []
+    for h, w in EXAMPLE_SIZES:
+        plan = engine.plan_for(route, h, w)
+        rows, cols = plan.rows, plan.cols
+        windows = f"{rows}x{cols} of {plan.window[1]}x{plan.window[0]}"
+        plans.append(PlanExample(size=f"{w}x{h}", windows=windows, computed=round(plan.overhead, 4)))
+    entry = route.entry
+    return Tiling(max_window=engine.pool.window, halo=entry.radius, cost_measured=entry.cost.measured, plans=plans)
 
 
 class Variant(BaseModel):
     scale: int
     parameters: int
     receptive_radius: int
-    tile: Tile
+    tiling: Tiling
     precision: str
     psnr: dict[str, float]
     sha256: str
@@ -38,7 +65,7 @@ class ModelInfo(BaseModel):
     scales: list[int] | str
     options: list[str]
     receptive_radius: int | None = None
-    tile: Tile | None = None
+    tiling: Tiling | None = None
     variants: list[Variant] = []
 
 
@@ -62,7 +89,7 @@ def _psnr(card: dict[str, Any]) -> dict[str, float]:
 
 @router.get("/models", response_model=ModelList, dependencies=[ApiKeyDep], summary="Models and their scales")
 async def list_models(runtime: RuntimeDep) -> ModelList:
-    pool, window = runtime.pool, runtime.pool.window
+    pool, engine = runtime.pool, runtime.engine
     out = []
     for name in pool.names:
         spec = MODELS.get(name)
@@ -81,7 +108,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                     scales="any factor in (0, 64], or width/height",
                     options=options,
                     receptive_radius=r,
-                    tile=Tile(window=window, halo=r, core=window - 2 * r),
+                    tiling=tiling(engine, pool.resolve(name, in_size=(1, 1), scale=2)),
                 )
             )
             continue
@@ -94,7 +121,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                     scale=scale,
                     parameters=int(card.get("parameters", 0)),
                     receptive_radius=entry.radius,
-                    tile=Tile(window=window, halo=entry.radius, core=window - 2 * entry.radius),
+                    tiling=tiling(engine, pool.resolve(name, in_size=(1, 1), scale=scale)),
                     precision=entry.precision,
                     psnr=_psnr(card),
                     sha256=str(card.get("sha256", "")),

@@ -202,6 +202,7 @@ async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], r
     arrived = time.monotonic()
     metrics = runtime.metrics
     request.state.model = params.model
+    request.state.priority = params.priority
     status = 500
     metrics.inflight.inc()
     try:
@@ -225,11 +226,12 @@ async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], r
         elapsed = time.monotonic() - arrived
         metrics.inflight.dec()
         metrics.request_duration.labels(label, str(status)).observe(elapsed)
-        metrics.requests.labels(label, str(status)).inc()
+        metrics.requests.labels(label, str(status), request.state.priority.value).inc()
         log.info(
-            "upscale id=%s model=%s status=%d seconds=%.3f",
+            "upscale id=%s model=%s priority=%s status=%d seconds=%.3f",
             request.state.request_id,
             request.state.model,
+            request.state.priority.value,
             status,
             elapsed,
         )
@@ -262,6 +264,7 @@ async def _upscale_arriving(
     data, fields = await read_upload(request)
     params = merge_form_fields(params, fields)
     request.state.model = params.model
+    request.state.priority = params.priority
     try:
         runtime.pool.check_name(params.model)  # before paying for the decode
     except RequestError as e:
