@@ -2,10 +2,12 @@
 it is full, when its oldest tile has waited ``max_delay``, or at once when no
 other request is on its way (waiting for company that cannot come only adds latency).
 
-Within a group, higher priorities go first (rank 0 before rank 1), and requests
-of one priority take turns (one tile each, round-robin), so a photo uploaded
-behind a 50-megapixel scan shares the next batch instead of waiting for all of
-the scan's tiles.
+Within a group, higher priorities go first (rank 0 before rank 1); within a
+priority the request with the fewest windows left goes first, and equal ones in
+arrival order. So a photo uploaded behind a 50-megapixel scan is done in the
+next batch instead of waiting for all of the scan's windows, and requests of
+one size finish one after another (first come, first served) rather than all
+late together, which keeps the admission's predicted wait honest.
 
 ``collect_batch`` is a pure function of its queue, backlog and clock, so it is
 unit-tested with a plain ``queue.Queue`` and a fake clock.
@@ -36,7 +38,7 @@ class Message(Generic[T]):
 
 
 class _Group(Generic[T]):
-    """Items of one key: per priority rank, a FIFO per owner (request), owners served round-robin."""
+    """Items of one key: per priority rank, a FIFO per owner (request); the owner with the fewest left first."""
 
     def __init__(self) -> None:
         self.ranks: dict[int, dict[Hashable, deque[tuple[float, T]]]] = {}
@@ -57,11 +59,11 @@ class _Group(Generic[T]):
         for rank in sorted(self.ranks):
             owners = self.ranks[rank]
             while len(out) < n and owners:
-                owner = next(iter(owners))
-                fifo = owners.pop(owner)
+                owner = min(owners, key=lambda o: len(owners[o]))  # ties: the earliest (dicts keep order)
+                fifo = owners[owner]
                 out.append(fifo.popleft()[1])
-                if fifo:
-                    owners[owner] = fifo  # to the back of the line
+                if not fifo:
+                    del owners[owner]
             if not owners:
                 del self.ranks[rank]
             if len(out) == n:
@@ -87,7 +89,7 @@ class Backlog(Generic[T]):
         return self._size
 
     def add(self, key: Hashable, item: T, now: float, owner: Hashable | None = None, rank: int = 0) -> None:
-        """Queue ``item``; items of one ``owner`` stay in order, owners of one rank take turns."""
+        """Queue ``item``; items of one ``owner`` stay in order."""
         owner = owner if owner is not None else object()
         self._groups.setdefault(key, _Group()).add(owner, item, now, rank)
         self._size += 1

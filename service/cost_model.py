@@ -119,7 +119,7 @@ def measure(
     """Time ``run(side, batch)`` on square windows up to ``max_side`` and batches up to ``max_batch``.
 
     ``run`` must block until its result is on the host. Each point is run once
-    to warm up and once (twice when cheap) timed. A batch size stops growing
+    to warm up and once (up to three times when cheap: the best counts) timed. A batch size stops growing
     before a point that would take longer than ``budget_s`` (judged from the
     last one): larger windows are extrapolated, which keeps warm-up to a few
     seconds per model on a CPU.
@@ -131,7 +131,7 @@ def measure(
         for i, side in enumerate(sides):
             run(side, batch)  # first call: allocator, kernels, autotuning
             best = math.inf
-            for _ in range(2):
+            for _ in range(3):
                 start = clock()
                 run(side, batch)
                 best = min(best, clock() - start)

@@ -20,7 +20,7 @@ from service.tiling import Tile, grid, window_length
 #: Computed pixels allowed above the image's own, as a factor.
 MAX_OVERHEAD = 1.10
 #: Predicted times this close (relative) count as equal; then fewer computed pixels win.
-NOISE = 0.05
+NOISE = 0.10
 #: Window counts tried per axis beyond the fewest that fit ``max_side``.
 EXTRA_COUNTS = 4
 #: Window sides aimed at as well (those the cost model is measured on, and between).

@@ -112,6 +112,7 @@ def test_models_lists_scales_parameters_fields_and_psnr(client: httpx.Client) ->
         "max_input_pixels": 250_000,
         "max_output_pixels": 1_000_000,
         "request_timeout_s": 120.0,
+        "max_queue_wait_s": 3.0,
         "formats": ["png", "jpeg", "webp"],
     }
 

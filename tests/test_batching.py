@@ -91,17 +91,17 @@ def test_blocks_while_empty() -> None:
     assert result == [[7]]
 
 
-def test_requests_take_turns_within_a_group() -> None:
-    """A small request queued behind a big one shares the very next batch."""
+def test_the_request_with_fewest_windows_left_goes_first() -> None:
+    """A small request queued behind a big one is done in the very next batch; equal ones keep arrival order."""
     q: queue.Queue = queue.Queue()
     q.put([("k", f"big{i}") for i in range(40)])
     q.put([("k", "small0"), ("k", "small1")])
+    q.put([("k", "other0"), ("k", "other1")])
     backlog: Backlog[str] = Backlog()
     first = collect_batch(q, backlog, max_items=8, max_delay=0.0)
-    assert first is not None and first[:4] == ["big0", "small0", "big1", "small1"]
-    assert first[4:] == ["big2", "big3", "big4", "big5"]  # each request's own order is kept
+    assert first == ["small0", "small1", "other0", "other1", "big0", "big1", "big2", "big3"]
     second = collect_batch(q, backlog, max_items=8, max_delay=0.0)
-    assert second == [f"big{i}" for i in range(6, 14)]
+    assert second == [f"big{i}" for i in range(4, 12)]  # each request's own order is kept
 
 
 def test_nothing_on_its_way_releases_a_partial_batch_at_once() -> None:

@@ -74,6 +74,7 @@ class Limits(BaseModel):
     max_input_pixels: int
     max_output_pixels: int
     request_timeout_s: float
+    max_queue_wait_s: float
     formats: list[str]
 
 
@@ -143,6 +144,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
         max_input_pixels=s.max_input_pixels,
         max_output_pixels=s.max_output_pixels,
         request_timeout_s=s.request_timeout_s,
+        max_queue_wait_s=s.max_queue_wait_s,
         formats=list(OUTPUT_FORMATS),
     )
     return ModelList(models=out, device=str(runtime.device), limits=limits)

@@ -1,0 +1,315 @@
+"""srserve side by side with its limit and its peer, in one run (espcn x2 by default).
+
+    python -m bench.compare                  # the full run: ~8 minutes on 2 cores
+    python -m bench.compare --quick          # fewer requests, one round
+    python -m bench.compare --json out.json
+
+For each load (256x256, 512x512, 1024x768, and a mixed-size set) it measures:
+
+* **model alone**: the same weights on each whole image, one at a time, with no
+  tiles, no codec and no HTTP: the limit a server approaches;
+* **srserve** (default settings but ``SR_MAX_QUEUE_WAIT_S=600``, started here) and **LitServe 0.2.19** serving the
+  same weights (``bench/litserve_peer.py``: max_batch_size 16, batch_timeout 5 ms,
+  PNG at zlib level 1), each driven by closed loops of 1 and 16 clients uploading
+  PNGs; rounds alternate the two servers so drift of this shared machine hits both;
+* srserve's **computed pixels / image pixels** (its metrics);
+* **overload**: open-loop Poisson arrivals at 4x srserve's measured capacity at
+  256x256: what was accepted, its p99, how fast 503s come back, and anything lost;
+* **memory**: peak RSS growth of the server for one 4096x4096 x2 request against
+  the bytes of its output.
+
+Numbers only, no pass/fail: speed targets live here, not in the tests. Run it
+with nothing else busy on the machine (a training run on 2 cores corrupts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from bench.load import MIXED, Target, closed_loop, images_for, open_loop, percentile, png_bytes
+from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from service.inference import predict
+from service.launcher import REPO, free_port, metric_value, running_server
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    sizes: list[tuple[int, int]]
+    requests: dict[int, int]  # concurrency -> requests
+
+
+LOADS = [
+    Load("256x256", [(256, 256)], {1: 40, 16: 128}),
+    Load("512x512", [(512, 512)], {1: 12, 16: 48}),
+    Load("1024x768", [(768, 1024)], {16: 24}),
+    Load("mixed", MIXED, {1: 32, 16: 96}),
+]
+
+
+def model_alone(model: str, scale: int, images: list[np.ndarray], repeats: int = 2) -> float:
+    """Images/s of the bare model on whole images, one at a time (best of ``repeats`` passes)."""
+    module, _ = get_upsampler(model, scale, weights_dir=DEFAULT_WEIGHTS_DIR, device="cpu")
+    predict(module, images[0][None], device=torch.device("cpu"))  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for im in images:
+            predict(module, im[None], device=torch.device("cpu"))
+        best = max(best, len(images) / (time.perf_counter() - start))
+    return best
+
+
+@contextmanager
+def litserve_peer(model: str, scale: int, log_dir: Path) -> Iterator[Target]:
+    port = free_port()
+    log = open(log_dir / f"litserve-{port}.log", "wb")  # noqa: SIM115 - closed below
+    args = [sys.executable, "-m", "bench.litserve_peer", "--port", str(port), "--model", model, "--scale", str(scale)]
+    # Its own process group: LitServe spawns API-server and worker processes that must end with it.
+    proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"LitServe did not start: {(log_dir / f'litserve-{port}.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield Target("litserve", url, "/predict", {}, json_base64=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        time.sleep(1)
+        with contextlib.suppress(ProcessLookupError):  # stragglers of the group
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def drive(target: Target, load: Load, concurrency: int, count: int, metrics_url: str | None) -> dict:
+    bodies = [png_bytes(im) for im in images_for(load.sizes, count)]
+    asyncio.run(closed_loop(target, bodies[: max(2, concurrency)], concurrency))  # warm-up, unmeasured
+    before = httpx.get(metrics_url, timeout=10).text if metrics_url else ""
+    result = asyncio.run(closed_loop(target, bodies, concurrency))
+    out = result.summary()
+    if metrics_url:
+        after = httpx.get(metrics_url, timeout=10).text
+
+        def delta(name: str) -> float:
+            return metric_value(after, name) - metric_value(before, name)
+
+        out["computed_px_per_image_px"] = delta("srserve_computed_pixels_total") / delta("srserve_image_pixels_total")
+        out["windows_per_batch"] = delta("srserve_batch_tiles_sum") / max(1.0, delta("srserve_batch_tiles_count"))
+    return out
+
+
+def run_servers(args: argparse.Namespace, log_dir: Path, loads: list[Load]) -> dict:
+    """``{server: {load: {concurrency: [round results]}}}``, servers alternating round by round."""
+    results: dict = {"srserve": {}, "litserve": {}}
+    params = {"model": args.model, "scale": args.scale}
+    for round_ in range(args.rounds):
+        for server in ("srserve", "litserve"):
+            if server == "srserve":
+                # Closed loops never overload (each client waits for its answer) but can queue more than
+                # the default 3 s: measured here is throughput, so nothing is shed. Overload runs apart.
+                ctx = running_server(log_dir, {"SR_LOG_LEVEL": "warning", "SR_MAX_QUEUE_WAIT_S": "600"})
+            else:
+                ctx = litserve_peer(args.model, args.scale, log_dir)
+            with ctx as handle:
+                if server == "srserve":
+                    target = Target("srserve", handle.url, "/v1/upscale", params)
+                    metrics_url = f"{handle.url}/metrics"
+                else:
+                    target, metrics_url = handle, None
+                for load in loads:
+                    for concurrency, count in load.requests.items():
+                        count = max(concurrency, count // (3 if args.quick else 1))
+                        r = drive(target, load, concurrency, count, metrics_url)
+                        results[server].setdefault(load.name, {}).setdefault(concurrency, []).append(r)
+                        print(
+                            f"round {round_ + 1} {server:8} {load.name:9} c{concurrency:<3} "
+                            f"{r['throughput_img_s']:6.2f} img/s  p50 {r['p50_ms']:7.0f} ms  p99 {r['p99_ms']:7.0f} ms"
+                            + (f"  computed {r['computed_px_per_image_px']:.3f}x" if metrics_url else "")
+                            + (f"  errors {r['errors']}" if r["errors"] else ""),
+                            flush=True,
+                        )
+    return results
+
+
+def overload(args: argparse.Namespace, log_dir: Path, capacity: float, unloaded_p99_ms: float) -> dict:
+    """Poisson arrivals at 4x ``capacity`` (256x256 uploads) for ``args.overload_s`` seconds."""
+    rate = 4 * capacity
+    bodies = [png_bytes(im) for im in images_for([(256, 256)], 32)]
+    with running_server(log_dir, {"SR_LOG_LEVEL": "warning"}) as s:
+        target = Target("srserve", s.url, "/v1/upscale", {"model": args.model, "scale": args.scale})
+        asyncio.run(closed_loop(target, bodies[:16], 16))  # warm-up
+        result = asyncio.run(open_loop(target, bodies, rate, args.overload_s))
+        limit = float(json.loads(httpx.get(f"{s.url}/v1/models").text)["limits"].get("max_queue_wait_s", "nan"))
+    accepted, refused = result.of(200), result.of(503)
+    others = {str(code): result.statuses.count(code) for code in set(result.statuses) - {200, 503}}
+    out = {
+        "offered_rate": rate,
+        "offered": len(result.statuses),
+        "accepted": len(accepted),
+        "refused_503": len(refused),
+        "other_statuses": others,
+        "accepted_p50_ms": 1000 * percentile(accepted, 50),
+        "accepted_p99_ms": 1000 * percentile(accepted, 99),
+        "refusal_p99_ms": 1000 * percentile(refused, 99),
+        "max_queue_wait_s": limit,
+        "unloaded_p99_ms": unloaded_p99_ms,
+        "accepted_p99_bound_ms": 1000 * limit + 2 * unloaded_p99_ms,
+    }
+    print(
+        f"overload  {rate:.1f}/s offered: {out['accepted']} accepted (p50 {out['accepted_p50_ms']:.0f} ms, p99 "
+        f"{out['accepted_p99_ms']:.0f} ms, bound {out['accepted_p99_bound_ms']:.0f} ms), {out['refused_503']} x 503 "
+        f"(p99 {out['refusal_p99_ms']:.1f} ms), other {others or 'none'}",
+        flush=True,
+    )
+    return out
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def memory(args: argparse.Namespace, log_dir: Path, side: int = 4096) -> dict:
+    """Peak RSS growth of the server while it answers one ``side x side`` x2 upload."""
+    body = png_bytes(images_for([(side, side)], 1)[0])
+    env = {"SR_LOG_LEVEL": "warning", "SR_MAX_INPUT_PIXELS": str(side * side), "SR_MAX_OUTPUT_PIXELS": str(4 * side**2)}
+    with running_server(log_dir, env) as s:
+        small = images_for([(64, 64)], 1)[0]
+        httpx.post(f"{s.url}/v1/upscale", params={"model": args.model, "scale": 2}, files={"image": png_bytes(small)})
+        pid = s.process.pid
+        base = rss_kib(pid, "VmRSS")
+        # Reset the peak so it measures this request alone (Linux: write 5 to clear_refs).
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        start = time.perf_counter()
+        r = httpx.post(
+            f"{s.url}/v1/upscale", params={"model": args.model, "scale": 2}, files={"image": body}, timeout=600
+        )
+        seconds = time.perf_counter() - start
+        peak = rss_kib(pid, "VmHWM")
+    output_bytes = 4 * side * side * 3
+    out = {
+        "input": f"{side}x{side}",
+        "status": r.status_code,
+        "seconds": seconds,
+        "server_timing": r.headers.get("server-timing"),
+        "tile_plan": r.headers.get("x-tile-plan"),
+        "output_pixel_bytes": output_bytes,
+        "response_bytes": len(r.content),
+        "peak_rss_growth_bytes": (peak - base) * 1024,
+        "growth_per_output_byte": (peak - base) * 1024 / output_bytes,
+    }
+    print(
+        f"memory    {side}x{side} x2: peak RSS +{out['peak_rss_growth_bytes'] / 2**20:.0f} MiB for a "
+        f"{output_bytes / 2**20:.0f} MiB output ({out['growth_per_output_byte']:.2f}x) in {seconds:.1f} s; "
+        f"{out['server_timing']}",
+        flush=True,
+    )
+    return out
+
+
+def best(rounds: list[dict]) -> dict:
+    """The round with the highest throughput, and the spread of throughput across rounds."""
+    top = max(rounds, key=lambda r: r["throughput_img_s"])
+    return {**top, "throughput_all": [r["throughput_img_s"] for r in rounds]}
+
+
+def table(results: dict, alone: dict[str, float]) -> str:
+    rows = [
+        "| load | c | model alone img/s | srserve img/s | p50 / p99 ms | computed px | LitServe img/s | p50 / p99 ms "
+        "| srserve / model | srserve / LitServe |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for load, by_c in results["srserve"].items():
+        for c, rounds in by_c.items():
+            s, lit = best(rounds), best(results["litserve"][load][c])
+            rows.append(
+                f"| {load} | {c} | {alone[load]:.2f} | {s['throughput_img_s']:.2f} | "
+                f"{s['p50_ms']:.0f} / {s['p99_ms']:.0f} | {s['computed_px_per_image_px']:.3f}x | "
+                f"{lit['throughput_img_s']:.2f} | {lit['p50_ms']:.0f} / {lit['p99_ms']:.0f} | "
+                f"{s['throughput_img_s'] / alone[load]:.2f} | {s['throughput_img_s'] / lit['throughput_img_s']:.2f} |"
+            )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="compare", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="espcn")
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="a third of the requests, one round")
+    p.add_argument("--overload-s", type=float, default=15.0)
+    p.add_argument("--skip", nargs="*", default=[], choices=["servers", "overload", "memory"])
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds = 1
+    report: dict = {
+        "config": {
+            "model": args.model,
+            "scale": args.scale,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "rounds": args.rounds,
+        }
+    }
+    alone = {
+        load.name: model_alone(args.model, args.scale, images_for(load.sizes, 2 * len(load.sizes))) for load in LOADS
+    }
+    report["model_alone_img_s"] = alone
+    print("model alone (whole images, no codec):", {k: round(v, 2) for k, v in alone.items()}, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        log_dir = Path(tmp)
+        if "servers" not in args.skip:
+            results = run_servers(args, log_dir, LOADS)
+            report["servers"] = results
+            print("\n" + table(results, alone) + "\n")
+            capacity = best(results["srserve"]["256x256"][16])["throughput_img_s"]
+            unloaded = statistics.median(r["p99_ms"] for r in results["srserve"]["256x256"][1])
+        else:
+            capacity, unloaded = 10.0, 200.0
+        if "overload" not in args.skip:
+            report["overload"] = overload(args, log_dir, capacity, unloaded)
+        if "memory" not in args.skip:
+            report["memory"] = memory(args, log_dir)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
