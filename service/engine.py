@@ -30,6 +30,7 @@ from enum import StrEnum
 
 import numpy as np
 import torch
+from PIL import Image
 
 from service import planner
 from service.batching import STOP, Backlog, Message, collect_batch
@@ -85,7 +86,7 @@ class Job:
 
     route: Route
     pixels: np.ndarray
-    out: np.ndarray
+    out: np.ndarray | Image.Image
     plan: Plan
     remaining: int
     deadline: float
@@ -247,10 +248,13 @@ class Engine:
         *,
         priority: Priority = Priority.NORMAL,
         arrived: Callable[[], None] | None = None,
+        into_image: bool = False,
     ) -> Job:
         """Queue one request; raises :class:`QueueFull` when it is not admitted.
 
         ``arrived`` (from :meth:`arriving`) is called just before the work is queued.
+        ``into_image``: stitch 8-bit RGB output into a Pillow image (what the
+        encoder reads) instead of an array, so a large result exists once.
         """
         h, w = pixels.shape[:2]
         plan = self.plan_for(route, h, w)
@@ -286,7 +290,12 @@ class Engine:
         self.metrics.image_pixels.labels(name).inc(plan.image_pixels)
         self.metrics.computed_pixels.labels(name).inc(plan.computed_pixels)
         loop = asyncio.get_running_loop()
-        out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
+        if into_image:
+            if pixels.dtype != np.uint8:
+                raise ValueError("only 8-bit output is stitched into an image")
+            out: np.ndarray | Image.Image = Image.new("RGB", route.out_size[::-1])
+        else:
+            out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
         job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_wait=wait)
         shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
         key = (route.key, shape)
@@ -332,23 +341,27 @@ class Engine:
             )
             if batch is None:
                 return
+            self._handle(batch)
+            del batch  # let finished jobs' arrays go now, not when the next batch arrives
+
+    def _handle(self, batch: list[Work]) -> None:
+        with self._lock:
+            self._queued -= len(batch)
+            for work in batch:
+                self._queued_s[work.rank] = max(0.0, self._queued_s[work.rank] - work.cost_s)
+            if not self._queued:  # no drift from rounding
+                self._queued_s = [0.0, 0.0]
+            self._busy_until = time.monotonic() + sum(w.cost_s for w in batch)
+        self._publish_queue()
+        try:
+            self._process(batch)
+        except Exception:  # never let one batch end the worker
+            log.exception("batch handling failed")
+            for job in {w.job for w in batch}:
+                self._fail(job, RuntimeError("internal error while handling the batch"))
+        finally:
             with self._lock:
-                self._queued -= len(batch)
-                for work in batch:
-                    self._queued_s[work.rank] = max(0.0, self._queued_s[work.rank] - work.cost_s)
-                if not self._queued:  # no drift from rounding
-                    self._queued_s = [0.0, 0.0]
-                self._busy_until = time.monotonic() + sum(w.cost_s for w in batch)
-            self._publish_queue()
-            try:
-                self._process(batch)
-            except Exception:  # never let one batch end the worker
-                log.exception("batch handling failed")
-                for job in {w.job for w in batch}:
-                    self._fail(job, RuntimeError("internal error while handling the batch"))
-            finally:
-                with self._lock:
-                    self._busy_until = 0.0
+                self._busy_until = 0.0
 
     def _process(self, batch: list[Work]) -> None:
         now = time.monotonic()
@@ -429,7 +442,10 @@ class Engine:
             if job.finished:
                 continue
             if work.tile is None:
-                job.out[...] = result
+                if isinstance(job.out, Image.Image):
+                    job.out.paste(Image.fromarray(result, "RGB"))
+                else:
+                    job.out[...] = result
             else:
                 paste(job.out, work.tile, result, route.scale)
             job.remaining -= 1

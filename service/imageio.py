@@ -11,7 +11,7 @@ import contextlib
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -156,11 +156,45 @@ def encode(
     icc_profile: bytes | None,
     png_compress_level: int = 1,
 ) -> bytes:
-    """Encode the upscaled pixels (+ alpha) to ``fmt``.
+    """Encode the upscaled pixels (+ alpha) to ``fmt``, in memory (see :func:`encode_into`)."""
+    out = io.BytesIO()
+    encode_into(
+        out,
+        pixels,
+        alpha,
+        grey=grey,
+        fmt=fmt,
+        quality=quality,
+        icc_profile=icc_profile,
+        png_compress_level=png_compress_level,
+    )
+    return out.getvalue()
+
+
+def encode_into(
+    out: BinaryIO,
+    pixels: np.ndarray | Image.Image,
+    alpha: np.ndarray | None,
+    *,
+    grey: bool,
+    fmt: OutputFormat,
+    quality: int,
+    icc_profile: bytes | None,
+    png_compress_level: int = 1,
+) -> None:
+    """Encode the upscaled pixels (+ alpha) to ``fmt``, written to ``out``.
 
     PNG defaults to zlib level 1: on a GPU server encoding is the CPU's largest
     share of a request, and level 6 costs about twice the time for ~10% smaller files.
+    ``pixels`` may already be a Pillow RGB image (8-bit colour, no alpha), which is
+    written as it is; an array is let go as soon as Pillow holds its own copy:
+    when the caller passed the last reference, a large output is not held twice.
     """
+    if isinstance(pixels, Image.Image):
+        if pixels.mode != "RGB" or alpha is not None or grey:
+            raise ValueError("a Pillow image to encode must be RGB without alpha")
+        _save(out, pixels, fmt=fmt, quality=quality, icc_profile=icc_profile, png_compress_level=png_compress_level)
+        return
     if alpha is not None and fmt == "jpeg":
         raise ImageError(
             "the image has an alpha channel, which JPEG cannot hold; ask for format png or webp", reason="alpha_jpeg"
@@ -182,9 +216,21 @@ def encode(
         image = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
     else:
         image = Image.fromarray(pixels, "RGB")
+    del pixels, alpha  # Pillow has its own copy now
     if fmt == "webp" and image.mode in ("L", "LA"):
         image = image.convert("RGBA" if image.mode == "LA" else "RGB")
-    out = io.BytesIO()
+    _save(out, image, fmt=fmt, quality=quality, icc_profile=icc_profile, png_compress_level=png_compress_level)
+
+
+def _save(
+    out: BinaryIO,
+    image: Image.Image,
+    *,
+    fmt: OutputFormat,
+    quality: int,
+    icc_profile: bytes | None,
+    png_compress_level: int,
+) -> None:
     options: dict[str, object] = {}
     if icc_profile:
         options["icc_profile"] = icc_profile
@@ -195,4 +241,3 @@ def encode(
     else:
         options.update(compress_level=png_compress_level)
     image.save(out, format=fmt.upper(), **options)
-    return out.getvalue()

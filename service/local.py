@@ -3,10 +3,14 @@ service plans: used by ``srserve upscale`` and as the reference in tests."""
 
 from __future__ import annotations
 
+import io
+from typing import BinaryIO
+
 import numpy as np
+from PIL import Image
 
 from service import planner
-from service.imageio import Decoded, OutputFormat, encode
+from service.imageio import Decoded, OutputFormat, encode_into
 from service.inference import predict
 from service.model_pool import ModelPool, Route
 from service.pixels import resize_plane
@@ -41,8 +45,25 @@ def encode_result(
     image: Decoded, pixels: np.ndarray, route: Route, *, fmt: OutputFormat, quality: int, png_compress_level: int = 1
 ) -> bytes:
     """The output file: upscaled pixels, the alpha plane upscaled on its own, the source's ICC profile."""
+    out = io.BytesIO()
+    encode_result_into(out, image, pixels, route, fmt=fmt, quality=quality, png_compress_level=png_compress_level)
+    return out.getvalue()
+
+
+def encode_result_into(
+    out: BinaryIO,
+    image: Decoded,
+    pixels: np.ndarray | Image.Image,
+    route: Route,
+    *,
+    fmt: OutputFormat,
+    quality: int,
+    png_compress_level: int = 1,
+) -> None:
+    """:func:`encode_result`, written to ``out`` (``pixels`` let go early: see ``encode_into``)."""
     alpha = resize_plane(image.alpha, route.out_size) if image.alpha is not None else None
-    return encode(
+    encode_into(
+        out,
         pixels,
         alpha,
         grey=image.grey,

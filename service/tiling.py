@@ -19,6 +19,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,18 @@ def cut(pixels: np.ndarray, tile: Tile) -> np.ndarray:
     return pixels[r.start : r.start + r.length, c.start : c.start + c.length]
 
 
-def paste(out: np.ndarray, tile: Tile, tile_output: np.ndarray, scale: int) -> None:
-    """Copy the core of one window's output (``scale`` x its LR size) into ``out``."""
+def paste(out: np.ndarray | Image.Image, tile: Tile, tile_output: np.ndarray, scale: int) -> None:
+    """Copy the core of one window's output (``scale`` x its LR size) into ``out``.
+
+    ``out`` may be a Pillow RGB image, so that an 8-bit result is stitched
+    straight into what the encoder reads (no second full-size copy).
+    """
     r, c = tile.rows, tile.cols
     src = tile_output[
         (r.core_start - r.start) * scale : (r.core_end - r.start) * scale,
         (c.core_start - c.start) * scale : (c.core_end - c.start) * scale,
     ]
-    out[r.core_start * scale : r.core_end * scale, c.core_start * scale : c.core_end * scale] = src
+    if isinstance(out, Image.Image):
+        out.paste(Image.fromarray(np.ascontiguousarray(src), out.mode), (c.core_start * scale, r.core_start * scale))
+    else:
+        out[r.core_start * scale : r.core_end * scale, c.core_start * scale : c.core_end * scale] = src

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,7 +26,7 @@ from service.deps import ApiKeyDep, RuntimeDep
 from service.engine import DeadlineExceeded, DeviceOutOfMemory, Job, Priority, QueueFull
 from service.errors import APIError
 from service.imageio import MEDIA_TYPES, Decoded, ImageError, decode
-from service.local import encode_result
+from service.local import encode_result_into
 from service.model_pool import RequestError, Route
 from service.runtime import Phase, Runtime
 
@@ -30,6 +35,9 @@ log = logging.getLogger("srserve.requests")
 T = TypeVar("T")
 DEFAULT_SCALE = 2.0
 DISCONNECT_POLL_S = 0.25
+#: Encoded outputs up to this size stay in memory and go out in one piece; larger ones spill to disk.
+SPOOL_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
 
 
 class UpscaleParams(BaseModel):
@@ -101,7 +109,8 @@ async def read_upload(request: Request) -> tuple[bytes, dict[str, str]]:
             fields = {k: v for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
             return await upload.read(), fields
     if content_type.startswith("image/") or content_type == "application/octet-stream":
-        return await request.body(), {}
+        # Not request.body(): it keeps a copy on the request for as long as the request lives.
+        return b"".join([chunk async for chunk in request.stream()]), {}
     raise APIError(
         415,
         "unsupported_media_type",
@@ -129,7 +138,7 @@ def merge_form_fields(params: UpscaleParams, fields: dict[str, str]) -> UpscaleP
         ) from None
 
 
-async def wait_for(job: Job, request: Request) -> np.ndarray:
+async def wait_for(job: Job, request: Request) -> np.ndarray | Image.Image:
     """The job's output; cancels it when the client leaves or the deadline passes."""
     while True:
         left = job.deadline - time.monotonic()
@@ -144,8 +153,41 @@ async def wait_for(job: Job, request: Request) -> np.ndarray:
             raise ClientGone
 
 
-def finish(image: Decoded, pixels: np.ndarray, route: Route, params: UpscaleParams, png_level: int) -> bytes:
-    return encode_result(image, pixels, route, fmt=params.format, quality=params.quality, png_compress_level=png_level)
+def finish(
+    image: Decoded, owned: list[np.ndarray | Image.Image], route: Route, params: UpscaleParams, png_level: int
+) -> tempfile.SpooledTemporaryFile:
+    """Encode the output taken out of ``owned`` into a file that spills to disk past ``SPOOL_BYTES``.
+
+    Taking the array out of the list leaves the encoder the last reference, so
+    the stitched pixels are freed as soon as Pillow has its copy, and a large
+    encoded file sits on disk rather than in a second buffer in memory.
+    """
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by file_response
+    try:
+        encode_result_into(
+            out, image, owned.pop(), route, fmt=params.format, quality=params.quality, png_compress_level=png_level
+        )
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+def file_response(body: tempfile.SpooledTemporaryFile, media_type: str, headers: dict[str, str]) -> Response:
+    """The encoded file as a response: in one piece when small, else streamed in chunks from disk."""
+    size = body.seek(0, os.SEEK_END)
+    body.seek(0)
+    if size <= SPOOL_BYTES:
+        with body:
+            return Response(body.read(), media_type=media_type, headers=headers)
+
+    def chunks() -> Iterator[bytes]:
+        with body:
+            while chunk := body.read(CHUNK_BYTES):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type=media_type, headers={**headers, "Content-Length": str(size)})
 
 
 def request_error(e: RequestError) -> APIError:
@@ -293,10 +335,16 @@ async def _upscale_arriving(
 
     try:
         job = engine.submit(
-            route, image.pixels, arrived + settings.request_timeout_s, priority=priority, arrived=queued
+            route,
+            image.pixels,
+            arrived + settings.request_timeout_s,
+            priority=priority,
+            arrived=queued,
+            into_image=image.pixels.dtype == np.uint8 and image.alpha is None and not image.grey,
         )
     except QueueFull as e:
         raise overloaded(e) from None
+    image = replace(image, pixels=image.pixels[:0, :0])  # the job holds the input now, until it is done
     try:
         pixels = await wait_for(job, request)
     except DeadlineExceeded:
@@ -314,24 +362,23 @@ async def _upscale_arriving(
     except Exception as e:
         raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
 
+    queue_s, compute_s, plan = job.queue_s, job.compute_s, job.plan
+    del job  # from here the output is held by ``owned`` alone, and let go once Pillow has its copy
+    owned = [pixels]
+    del pixels
     t1 = time.monotonic()
-    body = await in_thread(runtime, finish, image, pixels, route, params, settings.png_compress_level)
+    body = await in_thread(runtime, finish, image, owned, route, params, settings.png_compress_level)
     encode_s = time.monotonic() - t1
     runtime.metrics.encode.labels(params.format).observe(encode_s)
     timing = ", ".join(
         f"{name};dur={sec * 1000:.1f}"
-        for name, sec in (
-            ("decode", decode_s),
-            ("queue", job.queue_s),
-            ("compute", job.compute_s),
-            ("encode", encode_s),
-        )
+        for name, sec in (("decode", decode_s), ("queue", queue_s), ("compute", compute_s), ("encode", encode_s))
     )
     out_h, out_w = route.out_size
     headers = {
         "Server-Timing": timing,
         "X-Output-Size": f"{out_w}x{out_h}",
         "X-Model": params.model,
-        "X-Tile-Plan": job.plan.describe(),
+        "X-Tile-Plan": plan.describe(),
     }
-    return Response(body, media_type=MEDIA_TYPES[params.format], headers=headers)
+    return file_response(body, MEDIA_TYPES[params.format], headers)
