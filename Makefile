@@ -23,6 +23,10 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.compare --json bench-cpu.json
+
 weights: $(STAMP)
 	BIN=$(VENV)/bin scripts/train_weights.sh
 

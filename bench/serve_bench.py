@@ -1,20 +1,21 @@
-"""Serving benchmark: N concurrent clients on loopback against a real srserve,
-then the raw batched model loop on the same tiles, and their ratio.
+"""One serving configuration against the model-only bound, on any device (the GPU run uses it).
 
-    python -m bench.serve_bench --model espcn --scale 2 --size 256 --concurrency 16
+    python -m bench.serve_bench --model espcn --scale 4 --size 960x540 --concurrency 32 --requests 256
 
-Reports throughput (images/s), p50/p95/p99 latency, mean tiles per batch (from
-/metrics), the raw loop's throughput and service/raw. Not a test: numbers only.
+Starts srserve with the ``SR_*`` settings of the environment, drives it with a
+closed loop of N concurrent PNG uploads, and times the same model on the same
+whole images with no tiles, no codec and no HTTP (batch 1 and batch 8; the
+faster is the bound). Prints and optionally writes throughput, p50/p99, the
+computed-pixel overhead and service / bound. Numbers only, no pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
+import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,168 +23,97 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from PIL import Image
 
-from service import planner
+from bench.load import Target, closed_loop, images_for, png_bytes
+from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 from service.inference import predict
 from service.launcher import metric_value, running_server
-from service.model_pool import ModelPool
 from service.runtime import resolve_device
-from service.settings import Settings
-from service.tiling import cut
-
-MIXED = [(256, 256), (128, 192), (300, 200), (64, 64), (512, 384), (200, 333)]
 
 
-def make_images(count: int, size: int | None, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        h, w = (size, size) if size else MIXED[i % len(MIXED)]
-        y, x = np.mgrid[0:h, 0:w]
-        base = 128 + 100 * np.sin(x / (4 + i % 5) + y / 7.0)[..., None] * np.array([1.0, 0.8, 0.6])
-        out.append(np.clip(base + rng.normal(0, 15, (h, w, 3)), 0, 255).astype(np.uint8))
+def model_bound(model: str, scale: int, images: list[np.ndarray], precision: str, repeats: int = 3) -> dict:
+    """Images/s of the bare model on whole images (uint8 in and out, on the device), batch 1 and 8."""
+    device = resolve_device(os.environ.get("SR_DEVICE", "auto"))
+    module, _ = get_upsampler(model, scale, weights_dir=DEFAULT_WEIGHTS_DIR, device=device)
+    out = {}
+    for batch in (1, 8):
+        stacks = [np.stack(images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)]
+        predict(module, stacks[0], device=device, precision=precision)  # warm-up
+        best = 0.0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for s in stacks:
+                predict(module, s, device=device, precision=precision)
+            best = max(best, sum(len(s) for s in stacks) / (time.perf_counter() - start))
+        out[f"batch{batch}_img_s"] = best
     return out
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-async def load(url: str, bodies: list[bytes], params: dict, concurrency: int) -> tuple[list[float], list[int], float]:
-    latencies: list[float] = []
-    statuses: list[int] = []
-    next_index = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
-
-        async def worker() -> None:
-            nonlocal next_index
-            while next_index < len(bodies):
-                body = bodies[next_index]
-                next_index += 1
-                t0 = time.perf_counter()
-                r = await client.post("/v1/upscale", params=params, content=body, headers={"Content-Type": "image/png"})
-                latencies.append(time.perf_counter() - t0)
-                statuses.append(r.status_code)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return latencies, statuses, elapsed
-
-
-def raw_loop(images: list[np.ndarray], settings: Settings, model: str, scale: int, repeats: int) -> float:
-    """Images/s of the same tiles through ``predict`` in full batches, nothing else."""
-    pool = ModelPool(
-        device=resolve_device(settings.device),
-        weights_dir=settings.weights_dir,
-        enabled=[model],
-        window=settings.tile_size,
-    )
-    pool.load()
-    route = pool.resolve(model, in_size=images[0].shape[:2], scale=scale)
-    by_shape: dict[tuple[int, int], list[np.ndarray]] = {}
-    for im in images:
-        for t in planner.choose(
-            *im.shape[:2], halo=route.entry.radius, max_side=pool.window, cost=route.entry.cost
-        ).tiles:
-            by_shape.setdefault(t.shape, []).append(cut(im, t))
-    batches = [
-        np.stack(tiles[i : i + settings.max_batch_tiles])
-        for tiles in by_shape.values()
-        for i in range(0, len(tiles), settings.max_batch_tiles)
-    ]
-    predict(route.entry.module, batches[0], device=pool.device)  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for b in batches:
-            predict(route.entry.module, b, device=pool.device, precision=route.entry.precision)
-    if pool.device.type == "cuda":
-        torch.cuda.synchronize()
-    return repeats * len(images) / (time.perf_counter() - start)
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="serve_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="serve_bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="espcn")
     p.add_argument("--scale", type=int, default=2)
-    p.add_argument("--size", type=int, default=256, help="square input side; 0 for mixed sizes")
+    p.add_argument("--size", default="256x256", help="WxH of the LR uploads")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--requests", type=int, default=128)
-    p.add_argument("--format", default="png")
-    p.add_argument("--url", help="an already running server (default: start one)")
-    p.add_argument("--raw-repeats", type=int, default=1)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-
-    settings = Settings()  # SR_* variables shape both the server and the raw loop
-    images = make_images(args.requests, args.size or None)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    images = images_for([(h, w)], min(args.requests, 32))
     bodies = [png_bytes(im) for im in images]
-    params = {"model": args.model, "scale": args.scale, "format": args.format}
+    bodies = [bodies[i % len(bodies)] for i in range(args.requests)]
+    env = {
+        "SR_LOG_LEVEL": "warning",
+        "SR_MAX_QUEUE_WAIT_S": os.environ.get("SR_MAX_QUEUE_WAIT_S", "600"),  # a closed loop: measure, do not shed
+        "SR_PRECISION": json.dumps({args.model: args.precision}),
+        "SR_MAX_OUTPUT_PIXELS": str(max(8192 * 8192, w * h * args.scale**2)),
+    }
+    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), env) as server:
+        target = Target("srserve", server.url, "/v1/upscale", {"model": args.model, "scale": args.scale})
+        asyncio.run(closed_loop(target, bodies[: args.concurrency], args.concurrency))  # warm-up
+        before = server.metrics()
+        result = asyncio.run(closed_loop(target, bodies, args.concurrency))
+        after = server.metrics()
+        plan = result.headers[0].get("x-tile-plan") if result.headers else None
+        device = httpx.get(f"{server.url}/readyz").json().get("device")
 
-    def run(url: str, metrics_text: callable) -> dict:
-        asyncio.run(load(url, bodies[: args.concurrency], params, args.concurrency))  # warm-up
-        before = metrics_text()
-        latencies, statuses, elapsed = asyncio.run(load(url, bodies, params, args.concurrency))
-        after = metrics_text()
-        tiles = metric_value(after, "srserve_batch_tiles_sum") - metric_value(before, "srserve_batch_tiles_sum")
-        batches = metric_value(after, "srserve_batch_tiles_count") - metric_value(before, "srserve_batch_tiles_count")
-        ok = statuses.count(200)
-        return {
-            "throughput_img_s": ok / elapsed,
-            "ok": ok,
-            "errors": len(statuses) - ok,
-            "p50_ms": 1000 * percentile(latencies, 50),
-            "p95_ms": 1000 * percentile(latencies, 95),
-            "p99_ms": 1000 * percentile(latencies, 99),
-            "mean_latency_ms": 1000 * statistics.fmean(latencies),
-            "mean_tiles_per_batch": tiles / batches if batches else float("nan"),
-            "seconds": elapsed,
-        }
+    def delta(name: str) -> float:
+        return metric_value(after, name) - metric_value(before, name)
 
-    if args.url:
-        service = run(args.url, lambda: httpx.get(f"{args.url}/metrics").text)
-    else:
-        with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp)) as server:
-            service = run(server.url, server.metrics)
-    raw = raw_loop(images, settings, args.model, args.scale, args.raw_repeats)
-
-    result = {
+    service = result.summary()
+    service["computed_px_per_image_px"] = delta("srserve_computed_pixels_total") / max(
+        1.0, delta("srserve_image_pixels_total")
+    )
+    service["windows_per_batch"] = delta("srserve_batch_tiles_sum") / max(1.0, delta("srserve_batch_tiles_count"))
+    service["tile_plan"] = plan
+    bound = model_bound(args.model, args.scale, images[:16], args.precision)
+    best_bound = max(bound.values())
+    report = {
         "config": {
-            **params,
-            "size": args.size or "mixed",
-            "concurrency": args.concurrency,
-            "requests": args.requests,
-            "tile_size": settings.tile_size,
-            "max_batch_tiles": settings.max_batch_tiles,
-            "max_batch_delay_ms": settings.max_batch_delay_ms,
-            "device": str(resolve_device(settings.device)),
+            **vars(args),
+            "json": None,
+            "device": device,
             "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
             "machine": platform.machine(),
+            "max_batch_tiles": os.environ.get("SR_MAX_BATCH_TILES", "16"),
+            "tile_size": os.environ.get("SR_TILE_SIZE", "1024"),
         },
         "service": service,
-        "raw_loop_img_s": raw,
-        "ratio": service["throughput_img_s"] / raw,
+        "model_bound": bound,
+        "service_over_bound": service["throughput_img_s"] / best_bound,
     }
-    s = service
     print(
-        f"service   {s['throughput_img_s']:8.2f} img/s  p50 {s['p50_ms']:7.1f} ms  p95 {s['p95_ms']:7.1f} ms  "
-        f"p99 {s['p99_ms']:7.1f} ms  tiles/batch {s['mean_tiles_per_batch']:.2f}  errors {s['errors']}"
+        f"{args.model} x{args.scale} {args.size} {args.precision} c{args.concurrency} "
+        f"max_batch_tiles={report['config']['max_batch_tiles']}: service {service['throughput_img_s']:.2f} img/s "
+        f"(p50 {service['p50_ms']:.0f} ms, p99 {service['p99_ms']:.0f} ms, {service['windows_per_batch']:.1f} "
+        f"windows/batch, computed {service['computed_px_per_image_px']:.3f}x, {plan}); model alone "
+        f"{bound['batch1_img_s']:.2f} (batch 1) / {bound['batch8_img_s']:.2f} (batch 8) img/s; "
+        f"service / bound {report['service_over_bound']:.2f}",
+        flush=True,
     )
-    print(f"raw loop  {raw:8.2f} img/s")
-    print(f"ratio     {result['ratio']:8.3f}  (service / raw loop)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -130,8 +130,12 @@ def collect_batch(
     max_delay: float,
     clock: Callable[[], float] = time.monotonic,
     arriving: Callable[[], int] | None = None,
+    block: bool = True,
 ) -> list[T] | None:
     """Block until a batch is due and return it; None once ``STOP`` arrived and all is flushed.
+
+    With ``block=False`` it returns ``[]`` at once when no batch is due yet (a
+    worker with a batch still on the device asks this way before waiting for it).
 
     Each message on ``source`` is a :class:`Message` (one request's tiles), a
     plain iterable of ``(key, item)`` pairs (rank 0), or ``STOP``. Deadlines use
@@ -147,8 +151,11 @@ def collect_batch(
         if backlog.stopping and ready is None:
             return None
         try:
-            message = source.get(timeout=ready)  # None: block until something arrives
+            # timeout None: block until something arrives
+            message = source.get(timeout=ready) if block else source.get_nowait()
         except queue.Empty:
+            if not block:
+                return []
             continue
         while True:
             if message is STOP:

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from service import planner
+from service.batch_runner import BatchRunner, Pending
 from service.batching import STOP, Backlog, Message, collect_batch
 from service.cost_model import measure
 from service.inference import predict
@@ -108,6 +109,16 @@ class Job:
 
 
 @dataclass(eq=False)
+class Launched:
+    """A batch on its way through the device."""
+
+    items: list[Work]
+    jobs: list[Job]
+    start: float
+    pending: Pending
+
+
+@dataclass(eq=False)
 class Work:
     job: Job
     tile: Tile | None  # None: the whole image in one piece
@@ -162,6 +173,8 @@ class Engine:
         self._wait_ratios: deque[float] = deque(maxlen=64)  # recent real / predicted queue waits
         self._wait_correction = 1.0  # what predicted waits are multiplied by (see _observe_wait)
         self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
+        self.runner = BatchRunner(pool.device)
+        self._last_done = 0.0  # when the previous batch's results were in
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
         metrics.queue_capacity.set(max_queue_tiles)
         if math.isfinite(max_queue_wait_s):
@@ -331,6 +344,7 @@ class Engine:
             torch.cuda.synchronize(self.pool.device)
 
     def _run(self) -> None:
+        inflight: Launched | None = None  # on the device while the next batch is prepared (CUDA)
         while True:
             batch = collect_batch(
                 self._source,
@@ -338,32 +352,45 @@ class Engine:
                 max_items=self.max_batch_tiles,
                 max_delay=self.max_batch_delay_s,
                 arriving=lambda: self._arriving,
+                block=inflight is None,
             )
             if batch is None:
+                if inflight is not None:
+                    self._complete(inflight)
                 return
-            self._handle(batch)
-            del batch  # let finished jobs' arrays go now, not when the next batch arrives
+            launched = self._start(batch) if batch else None  # on CUDA: runs while the previous one finishes
+            del batch
+            if inflight is not None:
+                self._complete(inflight)
+                inflight = None
+            if launched is not None:
+                if self.runner.overlaps:
+                    inflight = launched
+                else:
+                    self._complete(launched)
+            del launched  # let finished jobs' arrays go now, not when the next batch arrives
 
-    def _handle(self, batch: list[Work]) -> None:
+    def _start(self, batch: list[Work]) -> Launched | None:
+        """Account for a collected batch, drop dead work, and launch the rest."""
         with self._lock:
             self._queued -= len(batch)
             for work in batch:
                 self._queued_s[work.rank] = max(0.0, self._queued_s[work.rank] - work.cost_s)
             if not self._queued:  # no drift from rounding
                 self._queued_s = [0.0, 0.0]
-            self._busy_until = time.monotonic() + sum(w.cost_s for w in batch)
+            now = time.monotonic()
+            self._busy_until = max(now, self._busy_until) + sum(w.cost_s for w in batch)
         self._publish_queue()
         try:
-            self._process(batch)
+            live = self._live(batch)
+            return self._launch(live) if live else None
         except Exception:  # never let one batch end the worker
             log.exception("batch handling failed")
             for job in {w.job for w in batch}:
                 self._fail(job, RuntimeError("internal error while handling the batch"))
-        finally:
-            with self._lock:
-                self._busy_until = 0.0
+            return None
 
-    def _process(self, batch: list[Work]) -> None:
+    def _live(self, batch: list[Work]) -> list[Work]:
         now = time.monotonic()
         live = []
         for work in batch:
@@ -380,8 +407,7 @@ class Engine:
             if job.finished:  # failed earlier in another batch
                 continue
             live.append(work)
-        if live:
-            self._compute(live)
+        return live
 
     def calibration(self, key: tuple) -> float:
         """Measured over predicted batch time for a route: what its predictions are multiplied by."""
@@ -399,7 +425,8 @@ class Engine:
             a = CALIBRATION_WEIGHT
             self._calibration[key] = ((1 - a) * old[0] + a * elapsed, (1 - a) * old[1] + a * predicted)
 
-    def _compute(self, items: list[Work]) -> None:
+    def _launch(self, items: list[Work]) -> Launched | None:
+        """Cut and stack the windows and start them on the device (None: failed, or handled by splitting)."""
         route = items[0].job.route
         entry = route.entry
         start = time.monotonic()
@@ -412,48 +439,80 @@ class Engine:
         windows = np.stack([cut(w.job.pixels, w.tile) if w.tile is not None else w.job.pixels for w in items])
         size = route.size_for(windows.shape[1:3])
         try:
-            results = predict(entry.module, windows, device=self.pool.device, precision=entry.precision, size=size)
+            pending = self.runner.launch(entry.module, windows, precision=entry.precision, size=size)
         except Exception as e:
-            if is_oom(e):
-                if self.pool.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if len(items) > 1:  # split and retry before any request fails
-                    self.metrics.batch_failures.labels("oom_split").inc()
-                    half = len(items) // 2
-                    self._compute(items[:half])
-                    self._compute(items[half:])
-                    return
-                self.metrics.batch_failures.labels("oom").inc()
-                error: Exception = DeviceOutOfMemory("one tile does not fit in device memory")
-            else:
-                self.metrics.batch_failures.labels("error").inc()
-                log.exception("batch of %d %s tiles failed", len(items), entry.name)
-                error = e
-            for job in jobs:
-                self._fail(job, error)
+            self._batch_failed(items, jobs, e, split=True)
+            return None
+        return Launched(items, jobs, start, pending)
+
+    def _batch_failed(self, items: list[Work], jobs: list[Job], e: Exception, *, split: bool) -> None:
+        """Out of memory: split the batch and run the halves before failing anyone; else fail the batch."""
+        entry = items[0].job.route.entry
+        if is_oom(e):
+            if self.pool.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if split and len(items) > 1:
+                self.metrics.batch_failures.labels("oom_split").inc()
+                half = len(items) // 2
+                for part in (items[:half], items[half:]):
+                    launched = self._launch(part)
+                    if launched is not None:
+                        self._complete(launched)
+                return
+            self.metrics.batch_failures.labels("oom").inc()
+            error: Exception = DeviceOutOfMemory("one tile does not fit in device memory")
+        else:
+            self.metrics.batch_failures.labels("error").inc()
+            log.error("batch of %d %s tiles failed", len(items), entry.name, exc_info=e)
+            error = e
+        for job in jobs:
+            self._fail(job, error)
+
+    def _complete(self, launched: Launched) -> None:
+        """Wait for a launched batch, paste each window's core into its request, settle finished requests."""
+        items, jobs = launched.items, launched.jobs
+        route = items[0].job.route
+        try:
+            results = launched.pending.wait()
+        except Exception as e:
+            launched.pending.release()
+            self._batch_failed(items, jobs, e, split=False)
             return
-        elapsed = time.monotonic() - start
-        self.metrics.batch_compute.labels(entry.name).observe(elapsed)
-        self.metrics.batch_tiles.labels(entry.name).observe(len(items))
+        done = time.monotonic()
+        # This batch's own turn: on CUDA it may have queued behind the previous one.
+        turn_start = max(launched.start, self._last_done)
+        elapsed = done - turn_start
+        self._last_done = done
+        self.metrics.batch_compute.labels(route.entry.name).observe(elapsed)
+        self.metrics.batch_tiles.labels(route.entry.name).observe(len(items))
         for job in jobs:
             job.compute_s += elapsed
-        for work, result in zip(items, results, strict=True):
-            job = work.job
-            if job.finished:
-                continue
-            if work.tile is None:
-                if isinstance(job.out, Image.Image):
-                    job.out.paste(Image.fromarray(result, "RGB"))
+        try:
+            for work, result in zip(items, results, strict=True):
+                job = work.job
+                if job.finished:
+                    continue
+                if work.tile is None:
+                    if isinstance(job.out, Image.Image):
+                        job.out.paste(Image.fromarray(result, "RGB"))
+                    else:
+                        job.out[...] = result
                 else:
-                    job.out[...] = result
-            else:
-                paste(job.out, work.tile, result, route.scale)
-            job.remaining -= 1
-            if job.remaining == 0:
-                job.finished = True
-                job.loop.call_soon_threadsafe(_settle, job.future, job.out, None)
+                    paste(job.out, work.tile, result, route.scale)
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.finished = True
+                    job.pixels = job.pixels[:0, :0]  # the input is not needed any more
+                    job.loop.call_soon_threadsafe(_settle, job.future, job.out, None)
+        finally:
+            launched.pending.release()
         # The worker's whole turn (stack, model, paste) is what the queue waits for.
-        self._calibrate(route.key, sum(w.planned_s for w in items), time.monotonic() - start)
+        self._calibrate(
+            route.key, sum(w.planned_s for w in items), time.monotonic() - max(launched.start, done - elapsed)
+        )
+        with self._lock:
+            if self._busy_until <= done:
+                self._busy_until = 0.0
 
     def _fail(self, job: Job, error: BaseException) -> None:
         if not job.finished:

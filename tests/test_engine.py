@@ -12,6 +12,7 @@ from torch import nn
 
 from service.cost_model import CostModel, Sample
 from service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Priority, QueueFull
+from service.inference import predict
 from service.metrics import Metrics
 from service.model_pool import ModelEntry, ModelPool, Route
 
@@ -226,3 +227,50 @@ def test_plans_are_counted_in_pixels() -> None:
     image_px = engine.metrics.image_pixels.labels("doubler")._value.get()
     computed = engine.metrics.computed_pixels.labels("doubler")._value.get()
     assert image_px == 800 and computed >= image_px
+
+
+class LazyRunner:
+    """Stands in for CUDA's asynchronous runner on a CPU: work starts at launch, pixels come at wait."""
+
+    overlaps = True
+
+    def __init__(self, model: Doubler) -> None:
+        self.model = model
+        self.events: list[str] = []
+
+    def launch(self, module: nn.Module, windows: np.ndarray, **_: object) -> object:
+        n = sum(e.startswith("launch") for e in self.events)
+        self.events.append(f"launch{n}")
+        runner = self
+
+        class Lazy:
+            def wait(self) -> np.ndarray:
+                runner.events.append(f"wait{n}")
+                return predict(module, windows, device=torch.device("cpu"))
+
+            def release(self) -> None:
+                pass
+
+        return Lazy()
+
+
+def test_with_an_overlapping_runner_the_next_batch_launches_before_the_last_is_awaited() -> None:
+    model = Doubler()
+    engine, route = make_engine(model, max_batch_tiles=1, max_batch_delay_s=0.0)
+    runner = LazyRunner(model)
+    engine.runner = runner  # type: ignore[assignment]
+
+    async def scenario() -> list:
+        jobs = [engine.submit(route_for(route, image(i)), image(i), time.monotonic() + 5) for i in range(4)]
+        engine.start()
+        return await asyncio.gather(*(j.future for j in jobs))
+
+    results = asyncio.run(scenario())
+    engine.stop(5)
+    assert [int(r[0, 0, 0]) for r in results] == [0, 1, 2, 3]
+    assert all(np.array_equal(r, image(i, 32, 32)) for i, r in enumerate(results))
+    launches = [e for e in runner.events if e.startswith("launch")]
+    assert len(launches) == 4
+    # Batch k+1 was on its way before batch k's pixels were awaited.
+    assert runner.events.index("launch1") < runner.events.index("wait0")
+    assert runner.events.index("launch3") < runner.events.index("wait2")

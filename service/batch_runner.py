@@ -1,0 +1,102 @@
+"""Running batches on the device, with host work overlapping device work on CUDA.
+
+On a CPU a batch simply runs (``predict``). On CUDA, :meth:`BatchRunner.launch`
+copies the windows into a reused pinned host buffer, queues the upload, the
+model and the download on a side stream and returns at once; the worker then
+cuts, stacks and launches the next batch while these kernels run, and only
+waits (:meth:`Pending.wait`) when it needs the pixels. Pinned buffers are kept
+per shape and reused, so no batch pays for page-locking memory again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.inference import AUTOCAST_DTYPES, predict
+from service.pixels import from_float, max_value, to_float
+
+#: Pinned buffers kept for reuse, by (shape, dtype): enough for the shapes a server sees at once.
+MAX_PINNED_KEYS = 32
+
+
+@dataclass(eq=False)
+class Pending:
+    """A launched batch. ``wait`` gives its ``(N, H, W, 3)`` pixels, valid until ``release``."""
+
+    result: np.ndarray | None = None  # CPU: computed already
+    event: torch.cuda.Event | None = None
+    host_out: torch.Tensor | None = None
+    out_dtype: np.dtype | None = None
+    buffers: list[torch.Tensor] = field(default_factory=list)
+    runner: BatchRunner | None = None
+
+    def wait(self) -> np.ndarray:
+        if self.result is None:
+            assert self.event is not None and self.host_out is not None
+            self.event.synchronize()
+            values = self.host_out.numpy()
+            self.result = values if values.dtype == self.out_dtype else values.astype(self.out_dtype)
+        return self.result
+
+    def release(self) -> None:
+        """Hand the pinned buffers back for the next batches (the pixels from ``wait`` are then invalid)."""
+        if self.runner is not None:
+            self.runner.give_back(self.buffers)
+        self.buffers, self.runner = [], None
+
+
+class BatchRunner:
+    """Launches batches on ``device``; asynchronous (depth one) on CUDA, synchronous on a CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.overlaps = device.type == "cuda"
+        self._stream = torch.cuda.Stream(device) if self.overlaps else None
+        self._free: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
+
+    def _take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        key = (shape, dtype)
+        free = self._free.get(key)
+        if free:
+            self._free.move_to_end(key)
+            return free.pop()
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+    def give_back(self, buffers: list[torch.Tensor]) -> None:
+        for b in buffers:
+            key = (tuple(b.shape), b.dtype)
+            self._free.setdefault(key, []).append(b)
+            self._free.move_to_end(key)
+        while len(self._free) > MAX_PINNED_KEYS:  # shapes not seen lately give their memory back
+            self._free.popitem(last=False)
+
+    def launch(
+        self, module: nn.Module, windows: np.ndarray, *, precision: str = "fp32", size: tuple[int, int] | None = None
+    ) -> Pending:
+        """Start ``windows`` through ``module``; the returned :class:`Pending` yields the pixels."""
+        if not self.overlaps:
+            return Pending(result=predict(module, windows, device=self.device, precision=precision, size=size))
+        out_dtype, peak = windows.dtype, max_value(windows.dtype)
+        if windows.dtype == np.uint16:  # few device kernels take uint16; int32 holds it exactly
+            windows = windows.astype(np.int32)
+        host_in = self._take(windows.shape, torch.from_numpy(windows[:0]).dtype)
+        np.copyto(host_in.numpy(), windows)
+        dtype = AUTOCAST_DTYPES[precision]
+        autocast = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
+        assert self._stream is not None
+        with torch.cuda.stream(self._stream), torch.inference_mode():
+            batch = to_float(host_in.to(self.device, non_blocking=True), peak)
+            with autocast:
+                out = module(batch, size) if size is not None else module(batch)
+            values = from_float(out.float(), peak).to(torch.uint8 if peak == 255 else torch.int32)
+            host_out = self._take(tuple(values.shape), values.dtype)
+            host_out.copy_(values, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self._stream)
+        return Pending(event=event, host_out=host_out, out_dtype=out_dtype, buffers=[host_in, host_out], runner=self)
