@@ -1,6 +1,6 @@
 """srserve side by side with its limit and its peer, in one run (espcn x2 by default).
 
-    python -m bench.compare                  # the full run: ~8 minutes on 2 cores
+    python -m bench.compare                  # the full run: ~15 minutes on 2 cores
     python -m bench.compare --quick          # fewer requests, one round
     python -m bench.compare --json out.json
 
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from bench.load import MIXED, Target, closed_loop, images_for, open_loop, percentile, png_bytes
+from models.allocator import keep_large_allocations
 from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 from service.inference import predict
 from service.launcher import REPO, free_port, metric_value, running_server
@@ -81,7 +82,8 @@ def model_alone(model: str, scale: int, images: list[np.ndarray], repeats: int =
 
 
 @contextmanager
-def litserve_peer(model: str, scale: int, log_dir: Path) -> Iterator[Target]:
+def litserve_peer(model: str, scale: int, log_dir: Path) -> Iterator[tuple[Target, int]]:
+    """The peer running on a free port: its target and its process group."""
     port = free_port()
     log = open(log_dir / f"litserve-{port}.log", "wb")  # noqa: SIM115 - closed below
     args = [sys.executable, "-m", "bench.litserve_peer", "--port", str(port), "--model", model, "--scale", str(scale)]
@@ -99,7 +101,7 @@ def litserve_peer(model: str, scale: int, log_dir: Path) -> Iterator[Target]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"LitServe did not start: {(log_dir / f'litserve-{port}.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        yield Target("litserve", url, "/predict", {}, json_base64=True)
+        yield Target("litserve", url, "/predict", {}, json_base64=True), proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -136,41 +138,67 @@ def drive(target: Target, load: Load, concurrency: int, count: int, metrics_url:
     return out
 
 
+@contextmanager
+def running(pause: Callable[[], None], resume: Callable[[], None]) -> Iterator[None]:
+    resume()
+    try:
+        yield
+    finally:
+        pause()
+
+
 def run_servers(args: argparse.Namespace, log_dir: Path, loads: list[Load]) -> dict:
-    """``{server: {load: {concurrency: [round results]}}}``, servers alternating round by round."""
+    """``{server: {load: {concurrency: [round results]}}}``.
+
+    Both servers start once; the one not being measured is stopped (SIGSTOP: LitServe's idle
+    loops take ~15% of a core). Each load and concurrency runs srserve and LitServe back to back,
+    in alternating order round by round, beside a fresh timing of the model alone.
+    """
     results: dict = {"srserve": {}, "litserve": {}}
     params = {"model": args.model, "scale": args.scale}
-    for round_ in range(args.rounds):
-        for server in ("srserve", "litserve"):
-            if server == "srserve":
-                # Closed loops never overload (each client waits for its answer) but can queue more than
-                # the default 3 s: measured here is throughput, so nothing is shed. Overload runs apart.
-                ctx = running_server(log_dir, {"SR_LOG_LEVEL": "warning", "SR_MAX_QUEUE_WAIT_S": "600"})
-            else:
-                ctx = litserve_peer(args.model, args.scale, log_dir)
-            with ctx as handle:
-                if server == "srserve":
-                    target = Target("srserve", handle.url, "/v1/upscale", params)
-                    metrics_url = f"{handle.url}/metrics"
-                else:
-                    target, metrics_url = handle, None
+    # Closed loops never overload (each client waits for its answer) but can queue more than the
+    # default 3 s: measured here is throughput, so nothing is shed. Overload runs apart.
+    env = {"SR_LOG_LEVEL": "warning", "SR_MAX_QUEUE_WAIT_S": "600"}
+    with running_server(log_dir, env) as srv, litserve_peer(args.model, args.scale, log_dir) as (lit, lit_group):
+        targets = {
+            "srserve": (Target("srserve", srv.url, "/v1/upscale", params), f"{srv.url}/metrics"),
+            "litserve": (lit, None),
+        }
+        controls = {
+            "srserve": (
+                lambda: os.kill(srv.process.pid, signal.SIGSTOP),
+                lambda: os.kill(srv.process.pid, signal.SIGCONT),
+            ),
+            "litserve": (lambda: os.killpg(lit_group, signal.SIGSTOP), lambda: os.killpg(lit_group, signal.SIGCONT)),
+        }
+        for pause, _ in controls.values():
+            pause()
+        try:
+            for round_ in range(args.rounds):
+                order = ("srserve", "litserve") if round_ % 2 == 0 else ("litserve", "srserve")
                 for load in loads:
-                    # The limit, measured right beside each run: this machine's speed drifts by 2x over minutes.
-                    alone = model_alone(args.model, args.scale, images_for(load.sizes, alone_count(load)))
                     for concurrency, count in load.requests.items():
                         count = max(concurrency, count // (3 if args.quick else 1))
-                        r = drive(target, load, concurrency, count, metrics_url)
-                        r["model_alone_img_s"] = alone
-                        r["over_model"] = r["throughput_img_s"] / alone
-                        results[server].setdefault(load.name, {}).setdefault(concurrency, []).append(r)
-                        print(
-                            f"round {round_ + 1} {server:8} {load.name:9} c{concurrency:<3} "
-                            f"{r['throughput_img_s']:6.2f} img/s  p50 {r['p50_ms']:7.0f} ms  "
-                            f"p99 {r['p99_ms']:7.0f} ms  model alone {alone:6.2f} img/s"
-                            + (f"  computed {r['computed_px_per_image_px']:.3f}x" if metrics_url else "")
-                            + (f"  errors {r['errors']}" if r["errors"] else ""),
-                            flush=True,
-                        )
+                        # The limit, timed right beside each pair: this machine's speed drifts by 2x in minutes.
+                        alone = model_alone(args.model, args.scale, images_for(load.sizes, alone_count(load)))
+                        for server in order:
+                            target, metrics_url = targets[server]
+                            with running(*controls[server]):
+                                r = drive(target, load, concurrency, count, metrics_url)
+                            r["model_alone_img_s"] = alone
+                            r["over_model"] = r["throughput_img_s"] / alone
+                            results[server].setdefault(load.name, {}).setdefault(concurrency, []).append(r)
+                            print(
+                                f"round {round_ + 1} {server:8} {load.name:9} c{concurrency:<3} "
+                                f"{r['throughput_img_s']:6.2f} img/s  p50 {r['p50_ms']:7.0f} ms  "
+                                f"p99 {r['p99_ms']:7.0f} ms  model alone {alone:6.2f} img/s"
+                                + (f"  computed {r['computed_px_per_image_px']:.3f}x" if metrics_url else "")
+                                + (f"  errors {r['errors']}" if r["errors"] else ""),
+                                flush=True,
+                            )
+        finally:
+            for _, resume in controls.values():
+                resume()  # so that they can shut down
     return results
 
 
@@ -284,12 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="compare", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="espcn")
     p.add_argument("--scale", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a third of the requests, one round")
     p.add_argument("--overload-s", type=float, default=15.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["servers", "overload", "memory"])
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    keep_large_allocations()  # as srserve does: the limit is measured with the same allocator
     if args.quick:
         args.rounds = 1
     report: dict = {
@@ -303,11 +332,6 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
         }
     }
-    alone = {
-        load.name: model_alone(args.model, args.scale, images_for(load.sizes, 2 * len(load.sizes))) for load in LOADS
-    }
-    report["model_alone_img_s"] = alone
-    print("model alone (whole images, no codec):", {k: round(v, 2) for k, v in alone.items()}, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
         if "servers" not in args.skip:

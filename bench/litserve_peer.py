@@ -5,7 +5,7 @@
 decode (a PNG, base64 in JSON: LitServe hands requests to its worker process by
 pickling, and a multipart form's open file does not pickle) -> batch (LitServe's
 own dynamic batching: ``max_batch_size``, ``batch_timeout``) -> predict -> encode
-(PNG at zlib level 1, as srserve). Batches of equal shapes are stacked; a batch
+(PNG at zlib level 1 with the run-length strategy, as srserve). Batches of equal shapes are stacked; a batch
 of mixed shapes runs image by image, since ``torch.stack`` cannot mix them.
 Bench-only: the service never imports litserve.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import zlib
 
 import litserve as ls
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from fastapi import Response
 from PIL import Image
 
+from models.allocator import keep_large_allocations
 from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 
 
@@ -31,6 +33,7 @@ class UpscaleAPI(ls.LitAPI):
         self.model_name, self.scale = model, scale
 
     def setup(self, device: str) -> None:
+        keep_large_allocations()  # the allocator setting srserve uses: compared here is the serving, not malloc
         self.model, _ = get_upsampler(self.model_name, self.scale, weights_dir=DEFAULT_WEIGHTS_DIR, device=device)
         self.torch_device = torch.device(device)
 
@@ -58,7 +61,7 @@ class UpscaleAPI(ls.LitAPI):
 
     def encode_response(self, output: np.ndarray) -> Response:
         buf = io.BytesIO()
-        Image.fromarray(output).save(buf, format="PNG", compress_level=1)
+        Image.fromarray(output).save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)  # as srserve
         return Response(content=buf.getvalue(), media_type="image/png")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bench.load import Target, closed_loop, images_for, png_bytes
+from models.allocator import keep_large_allocations
 from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 from service.inference import predict
 from service.launcher import metric_value, running_server
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    keep_large_allocations()  # as srserve does: the limit is measured with the same allocator
     w, h = (int(v) for v in args.size.lower().split("x"))
     images = images_for([(h, w)], min(args.requests, 32))
     bodies = [png_bytes(im) for im in images]

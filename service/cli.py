@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from models.allocator import keep_large_allocations
 from models.catalog import DEFAULT_WEIGHTS_DIR
 from models.registry import UnknownModelError
 from service.imageio import OUTPUT_FORMATS, ImageError, decode
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_large_allocations()
     if args.command == "upscale":
         return upscale(args)
     if args.command in ("serve", None):  # plain `srserve` serves

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from models import MODELS
+from models.allocator import keep_large_allocations
 from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 from models.evaluation.protocol import Upscaler, list_images, load_rgb, mean, pair, pil_bicubic, score
 from models.imageops import upscale_array
@@ -50,6 +51,7 @@ def side_by_side(panels: list[np.ndarray], crop: int, gap: int = 4) -> Image.Ima
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_large_allocations()
     try:
         images = [(f.name, load_rgb(f)) for f in list_images(args.folder)]
     except FileNotFoundError as e:

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from models import MODELS
+from models.allocator import keep_large_allocations
 from models.evaluation.protocol import list_images, load_rgb, mean, score
 from models.imageops import upscale_array
 from models.training.checkpoint import init_from
@@ -75,6 +76,7 @@ def resolve_device(name: str) -> torch.device:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_large_allocations()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
