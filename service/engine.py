@@ -46,6 +46,9 @@ log = logging.getLogger("srserve.engine")
 
 #: Weight of the newest batch (or request) in the running sums that correct predicted times.
 CALIBRATION_WEIGHT = 0.1
+#: Predictions are scaled by this percentile of recent real/predicted waits: shortening the queue a
+#: little costs no throughput under overload (it never runs dry), a long tail costs every user.
+WAIT_QUANTILE = 95
 #: Predicted waits shorter than this are not used to correct the predictions.
 MIN_OBSERVED_WAIT_S = 0.05
 
@@ -95,7 +98,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None  # when its first tile's batch began
-    predicted_wait: float = 0.0  # what admission expected ``queue_s`` to be
+    predicted_wait: float = 0.0  # what admission expected ``queue_s`` to be, before the wait correction
     compute_s: float = 0.0  # device time of the batches it was part of
     cancelled: bool = False  # set from the loop: client gone or deadline passed
     finished: bool = False  # set by the worker: result or error delivered
@@ -234,22 +237,25 @@ class Engine:
             return self._wait_locked(priority.rank, time.monotonic())
 
     def _wait_locked(self, rank: int, now: float) -> float:
-        ahead = sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
-        return ahead * self._wait_correction
+        return self._ahead_locked(rank, now) * self._wait_correction
+
+    def _ahead_locked(self, rank: int, now: float) -> float:
+        """Calibrated seconds of work ahead of a request at ``rank`` (before the wait correction)."""
+        return sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
 
     def _observe_wait(self, job: Job) -> None:
         """Fold a request's real queue wait into the correction of predicted waits.
 
         Batch times are calibrated already; this catches the rest (the CPU shared
         with decoding and encoding under load, bursts). Predictions are scaled by
-        the 90th percentile of recent real/predicted ratios, not their mean: at
+        the 95th percentile of recent real/predicted ratios, not their mean: at
         the limit, admitted requests should wait at most the limit, not about it.
         """
         if job.predicted_wait < MIN_OBSERVED_WAIT_S:
             return  # near-empty queues say nothing about the error
         self._wait_ratios.append(job.queue_s / job.predicted_wait)
         if len(self._wait_ratios) >= 8:
-            correction = float(np.percentile(self._wait_ratios, 90))
+            correction = float(np.percentile(self._wait_ratios, WAIT_QUANTILE))
             with self._lock:
                 self._wait_correction = min(3.0, max(0.5, correction))
 
@@ -278,7 +284,8 @@ class Engine:
         own = factor * plan.seconds
         limit = self.max_queue_wait_s
         with self._lock:
-            wait = self._wait_locked(rank, time.monotonic())
+            ahead = self._ahead_locked(rank, time.monotonic())
+            wait = ahead * self._wait_correction
             # Judged on when its own windows would be done, so that what is admitted is answered within
             # the limit; a large request counts at most half the limit of its own, or it would only get
             # into an empty queue. Any request is admitted into an empty queue.
@@ -309,7 +316,7 @@ class Engine:
             out: np.ndarray | Image.Image = Image.new("RGB", route.out_size[::-1])
         else:
             out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
-        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_wait=wait)
+        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_wait=ahead)
         shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
         key = (route.key, shape)
         if key not in self._batch_limits:

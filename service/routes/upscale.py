@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.body_limit import BodyTooLarge
 from service.deps import ApiKeyDep, RuntimeDep
-from service.engine import DeadlineExceeded, DeviceOutOfMemory, Job, Priority, QueueFull
+from service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
 from service.errors import APIError
 from service.imageio import MEDIA_TYPES, Decoded, ImageError, decode
 from service.local import encode_result_into
@@ -279,6 +279,23 @@ async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], r
         )
 
 
+def refuse_if_over(engine: Engine, priority: Priority, min_retry_s: float) -> None:
+    """503 at once when the wait ahead is over the limit whatever this request's own size.
+
+    Under overload most requests are refused here, before their upload is read
+    or decoded, so a refusal costs the server (and the client) next to nothing.
+    """
+    wait = engine.predicted_wait(priority)
+    if engine.queued_tiles and wait > engine.max_queue_wait_s:
+        raise overloaded(
+            QueueFull(
+                f"the predicted wait is {wait:.1f} s, over SR_MAX_QUEUE_WAIT_S = {engine.max_queue_wait_s:g} s",
+                reason="queue_wait",
+                retry_after=max(min_retry_s, wait - engine.max_queue_wait_s),
+            )
+        )
+
+
 def overloaded(e: QueueFull) -> APIError:
     return APIError(
         503,
@@ -303,6 +320,7 @@ async def _upscale_arriving(
     # While draining, requests the load balancer still sends are served: only /readyz says 503.
     if runtime.phase not in (Phase.READY, Phase.DRAINING):
         raise APIError(503, "not_ready", f"the server is {runtime.phase.value}; try again shortly", headers=retry)
+    refuse_if_over(engine, params.priority, settings.retry_after_s)  # before reading the upload at all
     data, fields = await read_upload(request)
     params = merge_form_fields(params, fields)
     request.state.model = params.model
@@ -312,15 +330,7 @@ async def _upscale_arriving(
     except RequestError as e:
         raise request_error(e) from None
     priority = params.priority
-    wait = engine.predicted_wait(priority)
-    if engine.queued_tiles and wait > engine.max_queue_wait_s:  # refuse before paying for the decode
-        raise overloaded(
-            QueueFull(
-                f"the predicted wait is {wait:.1f} s, over SR_MAX_QUEUE_WAIT_S = {engine.max_queue_wait_s:g} s",
-                reason="queue_wait",
-                retry_after=max(settings.retry_after_s, wait - engine.max_queue_wait_s),
-            )
-        )
+    refuse_if_over(engine, priority, settings.retry_after_s)  # a form field may have lowered the priority
 
     t0 = time.monotonic()
     try:
