@@ -98,7 +98,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None  # when its first tile's batch began
-    predicted_wait: float = 0.0  # what admission expected ``queue_s`` to be, before the wait correction
+    predicted_s: float = 0.0  # admission's expected wait plus own compute, before the wait correction
     compute_s: float = 0.0  # device time of the batches it was part of
     cancelled: bool = False  # set from the loop: client gone or deadline passed
     finished: bool = False  # set by the worker: result or error delivered
@@ -173,8 +173,8 @@ class Engine:
         self._queued_s = [0.0, 0.0]  # calibrated seconds queued, per priority rank
         self._busy_until = 0.0  # predicted end of the running batch (monotonic)
         self._arriving = 0  # requests being read or decoded: work that may join a batch soon
-        self._wait_ratios: deque[float] = deque(maxlen=64)  # recent real / predicted queue waits
-        self._wait_correction = 1.0  # what predicted waits are multiplied by (see _observe_wait)
+        self._wait_ratios: deque[float] = deque(maxlen=64)  # recent real / predicted times to the answer
+        self._wait_correction = 1.0  # what predicted waits are multiplied by (see observe_answer)
         self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
         self.runner = BatchRunner(pool.device)
         self._last_done = 0.0  # when the previous batch's results were in
@@ -243,17 +243,21 @@ class Engine:
         """Calibrated seconds of work ahead of a request at ``rank`` (before the wait correction)."""
         return sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
 
-    def _observe_wait(self, job: Job) -> None:
-        """Fold a request's real queue wait into the correction of predicted waits.
+    def observe_answer(self, enqueued: float, predicted: float, answered: float) -> None:
+        """Fold a request's real time to its answer into the wait correction.
+
+        ``enqueued`` and ``answered`` are monotonic times; ``predicted`` is
+        :attr:`Job.predicted_s`, what admission expected before its correction.
 
         Batch times are calibrated already; this catches the rest (the CPU shared
-        with decoding and encoding under load, bursts). Predictions are scaled by
-        the 95th percentile of recent real/predicted ratios, not their mean: at
-        the limit, admitted requests should wait at most the limit, not about it.
+        with decoding and encoding under load, bursts, the encode after compute).
+        Predictions are scaled by the 95th percentile of recent real/predicted
+        ratios, not their mean: at the limit, admitted requests should be answered
+        within the limit, not about it.
         """
-        if job.predicted_wait < MIN_OBSERVED_WAIT_S:
+        if predicted < MIN_OBSERVED_WAIT_S:
             return  # near-empty queues say nothing about the error
-        self._wait_ratios.append(job.queue_s / job.predicted_wait)
+        self._wait_ratios.append((answered - enqueued) / predicted)
         if len(self._wait_ratios) >= 8:
             correction = float(np.percentile(self._wait_ratios, WAIT_QUANTILE))
             with self._lock:
@@ -285,16 +289,17 @@ class Engine:
         limit = self.max_queue_wait_s
         with self._lock:
             ahead = self._ahead_locked(rank, time.monotonic())
-            wait = ahead * self._wait_correction
+            correction = self._wait_correction
+            wait, done = ahead * correction, (ahead + min(own, limit / 2)) * correction
             # Judged on when its own windows would be done, so that what is admitted is answered within
             # the limit; a large request counts at most half the limit of its own, or it would only get
             # into an empty queue. Any request is admitted into an empty queue.
-            if self._queued and wait + min(own, limit / 2) > limit:
+            if self._queued and done > limit:
                 raise QueueFull(
-                    f"the predicted wait is {wait:.1f} s + {own:.1f} s of its own, "
+                    f"the predicted wait is {wait:.1f} s + {done - wait:.1f} s of its own, "
                     f"over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
                     reason="queue_wait",
-                    retry_after=max(self.min_retry_after_s, wait + min(own, limit / 2) - limit),
+                    retry_after=max(self.min_retry_after_s, done - limit),
                 )
             if self._queued and self._queued + tiles > self.max_queue_tiles:
                 raise QueueFull(
@@ -316,7 +321,7 @@ class Engine:
             out: np.ndarray | Image.Image = Image.new("RGB", route.out_size[::-1])
         else:
             out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
-        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_wait=ahead)
+        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_s=ahead + own)
         shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
         key = (route.key, shape)
         if key not in self._batch_limits:
@@ -441,7 +446,6 @@ class Engine:
         for job in jobs:
             if job.started is None:
                 job.started = start
-                self._observe_wait(job)
                 self.metrics.queue_wait.labels(entry.name).observe(job.queue_s)
         windows = np.stack([cut(w.job.pixels, w.tile) if w.tile is not None else w.job.pixels for w in items])
         size = route.size_for(windows.shape[1:3])

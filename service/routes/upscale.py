@@ -372,13 +372,14 @@ async def _upscale_arriving(
     except Exception as e:
         raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
 
-    queue_s, compute_s, plan = job.queue_s, job.compute_s, job.plan
+    queue_s, compute_s, plan, enqueued, predicted = job.queue_s, job.compute_s, job.plan, job.enqueued, job.predicted_s
     del job  # from here the output is held by ``owned`` alone, and let go once Pillow has its copy
     owned = [pixels]
     del pixels
     t1 = time.monotonic()
     body = await in_thread(runtime, finish, image, owned, route, params, settings.png_compress_level)
     encode_s = time.monotonic() - t1
+    engine.observe_answer(enqueued, predicted, time.monotonic())  # how long admitted requests really take
     runtime.metrics.encode.labels(params.format).observe(encode_s)
     timing = ", ".join(
         f"{name};dur={sec * 1000:.1f}"
