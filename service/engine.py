@@ -173,8 +173,10 @@ class Engine:
         self._queued_s = [0.0, 0.0]  # calibrated seconds queued, per priority rank
         self._busy_until = 0.0  # predicted end of the running batch (monotonic)
         self._arriving = 0  # requests being read or decoded: work that may join a batch soon
-        self._wait_ratios: deque[float] = deque(maxlen=64)  # recent real / predicted times to the answer
-        self._wait_correction = 1.0  # what predicted waits are multiplied by (see observe_answer)
+        # Per priority rank: recent real / predicted times to the answer, and what predictions are multiplied by
+        # (see observe_answer). Apart, since low priority is overtaken by design and must not inflate normal's.
+        self._wait_ratios: list[deque[float]] = [deque(maxlen=64), deque(maxlen=64)]
+        self._wait_correction = [1.0, 1.0]
         self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
         self.runner = BatchRunner(pool.device)
         self._last_done = 0.0  # when the previous batch's results were in
@@ -237,13 +239,13 @@ class Engine:
             return self._wait_locked(priority.rank, time.monotonic())
 
     def _wait_locked(self, rank: int, now: float) -> float:
-        return self._ahead_locked(rank, now) * self._wait_correction
+        return self._ahead_locked(rank, now) * self._wait_correction[rank]
 
     def _ahead_locked(self, rank: int, now: float) -> float:
         """Calibrated seconds of work ahead of a request at ``rank`` (before the wait correction)."""
         return sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
 
-    def observe_answer(self, enqueued: float, predicted: float, answered: float) -> None:
+    def observe_answer(self, enqueued: float, predicted: float, answered: float, priority: Priority) -> None:
         """Fold a request's real time to its answer into the wait correction.
 
         ``enqueued`` and ``answered`` are monotonic times; ``predicted`` is
@@ -257,11 +259,12 @@ class Engine:
         """
         if predicted < MIN_OBSERVED_WAIT_S:
             return  # near-empty queues say nothing about the error
-        self._wait_ratios.append((answered - enqueued) / predicted)
-        if len(self._wait_ratios) >= 8:
-            correction = float(np.percentile(self._wait_ratios, WAIT_QUANTILE))
+        ratios = self._wait_ratios[priority.rank]
+        ratios.append((answered - enqueued) / predicted)
+        if len(ratios) >= 8:
+            correction = float(np.percentile(ratios, WAIT_QUANTILE))
             with self._lock:
-                self._wait_correction = min(3.0, max(0.5, correction))
+                self._wait_correction[priority.rank] = min(3.0, max(0.5, correction))
 
     def submit(
         self,
@@ -289,7 +292,7 @@ class Engine:
         limit = self.max_queue_wait_s
         with self._lock:
             ahead = self._ahead_locked(rank, time.monotonic())
-            correction = self._wait_correction
+            correction = self._wait_correction[rank]
             wait, done = ahead * correction, (ahead + min(own, limit / 2)) * correction
             # Judged on when its own windows would be done, so that what is admitted is answered within
             # the limit; a large request counts at most half the limit of its own, or it would only get

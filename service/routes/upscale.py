@@ -379,7 +379,7 @@ async def _upscale_arriving(
     t1 = time.monotonic()
     body = await in_thread(runtime, finish, image, owned, route, params, settings.png_compress_level)
     encode_s = time.monotonic() - t1
-    engine.observe_answer(enqueued, predicted, time.monotonic())  # how long admitted requests really take
+    engine.observe_answer(enqueued, predicted, time.monotonic(), priority)  # how long admitted requests really take
     runtime.metrics.encode.labels(params.format).observe(encode_s)
     timing = ", ".join(
         f"{name};dur={sec * 1000:.1f}"
