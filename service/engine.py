@@ -5,13 +5,8 @@ The event loop plans each image's windows, checks admission and enqueues them
 them, pastes each window's core into its request's output, and resolves the
 request's future on the loop.
 
-Admission is by predicted wait: every queued window carries its predicted
-compute time (the model's measured cost, corrected by how long batches really
-took), so the wait ahead of a new request is the sum of the work queued at its
-priority or above plus what is left of the running batch. A request that would
-wait longer than ``max_queue_wait_s`` is refused at once (503) instead of
-queueing for a minute; low priority is shed first, since it waits behind
-everything.
+Admission by predicted wait is :mod:`service.admission`; this module keeps its
+numbers up to date (what is queued, started and finished).
 """
 
 from __future__ import annotations
@@ -22,17 +17,16 @@ import math
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 import torch
 from PIL import Image
 
 from service import planner
+from service.admission import Priority, QueueFull, WaitPredictor
 from service.batch_runner import BatchRunner, Pending
 from service.batching import STOP, Backlog, Message, collect_batch
 from service.cost_model import measure
@@ -43,37 +37,6 @@ from service.planner import Plan
 from service.tiling import Tile, cut, paste
 
 log = logging.getLogger("srserve.engine")
-
-#: Weight of the newest batch (or request) in the running sums that correct predicted times.
-CALIBRATION_WEIGHT = 0.1
-#: Predictions are scaled by this percentile of recent real/predicted waits: shortening the queue a
-#: little costs no throughput under overload (it never runs dry), a long tail costs every user.
-WAIT_QUANTILE = 95
-#: Predicted waits shorter than this are not used to correct the predictions.
-MIN_OBSERVED_WAIT_S = 0.05
-
-
-class Priority(StrEnum):
-    """Who goes first and who is shed first: interactive uploads before batch jobs."""
-
-    NORMAL = "normal"
-    LOW = "low"
-
-    @property
-    def rank(self) -> int:
-        return 0 if self is Priority.NORMAL else 1
-
-
-class QueueFull(Exception):
-    """The server will not queue this request now; retry after ``retry_after`` seconds (503).
-
-    ``reason``: ``queue_wait`` (the predicted wait is too long) or ``queue_full`` (too many windows queued).
-    """
-
-    def __init__(self, message: str, *, reason: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class DeadlineExceeded(Exception):
@@ -164,20 +127,13 @@ class Engine:
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_tiles = max_queue_tiles
         self.max_queue_wait_s = max_queue_wait_s
-        self.min_retry_after_s = min_retry_after_s
         self._source: queue.Queue = queue.Queue()
         self._batch_limits: dict[tuple, int] = {}  # group key -> largest batch worth forming
         self._backlog: Backlog[Work] = Backlog(limit=lambda key: self._batch_limits.get(key, max_batch_tiles))
         self._lock = threading.Lock()  # guards the counters below
         self._queued = 0
-        self._queued_s = [0.0, 0.0]  # calibrated seconds queued, per priority rank
-        self._busy_until = 0.0  # predicted end of the running batch (monotonic)
         self._arriving = 0  # requests being read or decoded: work that may join a batch soon
-        # Per priority rank: recent real / predicted times to the answer, and what predictions are multiplied by
-        # (see observe_answer). Apart, since low priority is overtaken by design and must not inflate normal's.
-        self._wait_ratios: list[deque[float]] = [deque(maxlen=64), deque(maxlen=64)]
-        self._wait_correction = [1.0, 1.0]
-        self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
+        self._waits = WaitPredictor(max_queue_wait_s, min_retry_after_s)
         self.runner = BatchRunner(pool.device)
         self._last_done = 0.0  # when the previous batch's results were in
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
@@ -236,35 +192,12 @@ class Engine:
     def predicted_wait(self, priority: Priority = Priority.NORMAL) -> float:
         """Seconds a request queued now would wait before its first window computes."""
         with self._lock:
-            return self._wait_locked(priority.rank, time.monotonic())
-
-    def _wait_locked(self, rank: int, now: float) -> float:
-        return self._ahead_locked(rank, now) * self._wait_correction[rank]
-
-    def _ahead_locked(self, rank: int, now: float) -> float:
-        """Calibrated seconds of work ahead of a request at ``rank`` (before the wait correction)."""
-        return sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
+            return self._waits.wait(priority.rank, time.monotonic())
 
     def observe_answer(self, enqueued: float, predicted: float, answered: float, priority: Priority) -> None:
-        """Fold a request's real time to its answer into the wait correction.
-
-        ``enqueued`` and ``answered`` are monotonic times; ``predicted`` is
-        :attr:`Job.predicted_s`, what admission expected before its correction.
-
-        Batch times are calibrated already; this catches the rest (the CPU shared
-        with decoding and encoding under load, bursts, the encode after compute).
-        Predictions are scaled by the 95th percentile of recent real/predicted
-        ratios, not their mean: at the limit, admitted requests should be answered
-        within the limit, not about it.
-        """
-        if predicted < MIN_OBSERVED_WAIT_S:
-            return  # near-empty queues say nothing about the error
-        ratios = self._wait_ratios[priority.rank]
-        ratios.append((answered - enqueued) / predicted)
-        if len(ratios) >= 8:
-            correction = float(np.percentile(ratios, WAIT_QUANTILE))
-            with self._lock:
-                self._wait_correction[priority.rank] = min(3.0, max(0.5, correction))
+        """A request admitted at ``enqueued`` with :attr:`Job.predicted_s` was answered at ``answered``."""
+        with self._lock:
+            self._waits.observe_answer(priority.rank, predicted, answered - enqueued)
 
     def submit(
         self,
@@ -285,34 +218,21 @@ class Engine:
         h, w = pixels.shape[:2]
         plan = self.plan_for(route, h, w)
         tiles = len(plan.tiles)
-        factor = self.calibration(route.key)
-        per_window = plan.seconds / tiles
         rank = priority.rank
-        own = factor * plan.seconds
-        limit = self.max_queue_wait_s
         with self._lock:
-            ahead = self._ahead_locked(rank, time.monotonic())
-            correction = self._wait_correction[rank]
-            wait, done = ahead * correction, (ahead + min(own, limit / 2)) * correction
-            # Judged on when its own windows would be done, so that what is admitted is answered within
-            # the limit; a large request counts at most half the limit of its own, or it would only get
-            # into an empty queue. Any request is admitted into an empty queue.
-            if self._queued and done > limit:
-                raise QueueFull(
-                    f"the predicted wait is {wait:.1f} s + {done - wait:.1f} s of its own, "
-                    f"over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
-                    reason="queue_wait",
-                    retry_after=max(self.min_retry_after_s, done - limit),
-                )
+            factor = self._waits.calibration(route.key)
+            own = factor * plan.seconds
+            now = time.monotonic()
+            predicted = self._waits.admit(rank, own, now, queue_empty=not self._queued)
             if self._queued and self._queued + tiles > self.max_queue_tiles:
                 raise QueueFull(
                     f"{self._queued} windows queued; this request needs {tiles} more "
                     f"(SR_MAX_QUEUE_TILES = {self.max_queue_tiles})",
                     reason="queue_full",
-                    retry_after=max(self.min_retry_after_s, wait),
+                    retry_after=max(self._waits.min_retry_after_s, self._waits.wait(rank, now)),
                 )
             self._queued += tiles
-            self._queued_s[rank] += own
+            self._waits.queued(rank, own)
         self._publish_queue()
         name = route.entry.name
         self.metrics.image_pixels.labels(name).inc(plan.image_pixels)
@@ -324,12 +244,13 @@ class Engine:
             out: np.ndarray | Image.Image = Image.new("RGB", route.out_size[::-1])
         else:
             out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
-        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_s=ahead + own)
+        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_s=predicted)
         shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
         key = (route.key, shape)
         if key not in self._batch_limits:
             best = route.entry.cost.best_batch(plan.window[0] * plan.window[1])
             self._batch_limits[key] = max(1, min(self.max_batch_tiles, best))
+        per_window = plan.seconds / tiles
         items = [(key, Work(job, t, per_window, factor * per_window, rank)) for t in plan.tiles]
         if arrived is not None:
             arrived()
@@ -389,12 +310,8 @@ class Engine:
         """Account for a collected batch, drop dead work, and launch the rest."""
         with self._lock:
             self._queued -= len(batch)
-            for work in batch:
-                self._queued_s[work.rank] = max(0.0, self._queued_s[work.rank] - work.cost_s)
-            if not self._queued:  # no drift from rounding
-                self._queued_s = [0.0, 0.0]
-            now = time.monotonic()
-            self._busy_until = max(now, self._busy_until) + sum(w.cost_s for w in batch)
+            costs = [(w.rank, w.cost_s) for w in batch]
+            self._waits.started(costs, time.monotonic(), queue_empty=not self._queued)
         self._publish_queue()
         try:
             live = self._live(batch)
@@ -423,22 +340,6 @@ class Engine:
                 continue
             live.append(work)
         return live
-
-    def calibration(self, key: tuple) -> float:
-        """Measured over predicted batch time for a route: what its predictions are multiplied by."""
-        measured, predicted = self._calibration.get(key, (1.0, 1.0))
-        return min(100.0, max(0.01, measured / predicted))
-
-    def _calibrate(self, key: tuple, predicted: float, elapsed: float) -> None:
-        """Fold one batch into running sums of measured and predicted time (large batches weigh most)."""
-        if predicted <= 0:
-            return
-        old = self._calibration.get(key)
-        if old is None:
-            self._calibration[key] = (elapsed, predicted)
-        else:
-            a = CALIBRATION_WEIGHT
-            self._calibration[key] = ((1 - a) * old[0] + a * elapsed, (1 - a) * old[1] + a * predicted)
 
     def _launch(self, items: list[Work]) -> Launched | None:
         """Cut and stack the windows and start them on the device (None: failed, or handled by splitting)."""
@@ -521,12 +422,9 @@ class Engine:
         finally:
             launched.pending.release()
         # The worker's whole turn (stack, model, paste) is what the queue waits for.
-        self._calibrate(
-            route.key, sum(w.planned_s for w in items), time.monotonic() - max(launched.start, done - elapsed)
-        )
         with self._lock:
-            if self._busy_until <= done:
-                self._busy_until = 0.0
+            self._waits.calibrate(route.key, sum(w.planned_s for w in items), time.monotonic() - turn_start)
+            self._waits.finished(done)
 
     def _fail(self, job: Job, error: BaseException) -> None:
         if not job.finished:

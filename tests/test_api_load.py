@@ -62,6 +62,7 @@ def test_concurrent_mixed_uploads_batch_across_requests_and_match_single(tmp_pat
 
 def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
     env = {"SR_TILE_SIZE": "32", "SR_MAX_QUEUE_TILES": "6", "SR_MAX_BATCH_TILES": "2", "SR_RETRY_AFTER_S": "3"}
+    env["SR_MAX_QUEUE_WAIT_S"] = "600"  # the window bound alone, not the predicted wait
     with running_server(tmp_path, env) as s:
         data = imagegen.encode(imagegen.rgb(60, 60))  # 4 tiles of 32
         with ThreadPoolExecutor(16) as pool:

@@ -103,6 +103,7 @@ def test_globs_formats_and_overwrite(server: Server, tmp_path: Path) -> None:
 
 def test_busy_server_503s_are_retried(tmp_path: Path) -> None:
     env = {"SR_TILE_SIZE": "32", "SR_MAX_QUEUE_TILES": "3", "SR_MAX_BATCH_TILES": "2", "SR_RETRY_AFTER_S": "1"}
+    env["SR_MAX_QUEUE_WAIT_S"] = "600"  # the window bound alone, not the predicted wait
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
     src.mkdir()
     for i in range(12):
