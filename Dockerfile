@@ -14,15 +14,16 @@ WORKDIR /app
 RUN pip install "torch==2.13.0"
 
 COPY pyproject.toml README.md ./
+COPY srserve ./srserve
 COPY models ./models
 COPY service ./service
 COPY client ./client
-RUN pip install . && python -c "import service.app, models"
 COPY weights ./weights
+# Not editable: the weights travel inside the installed package.
+RUN pip install ".[server]" && python -c "import srserve.service.app, srserve.models"
 
 ENV SR_HOST=0.0.0.0 \
     SR_PORT=8000 \
-    SR_WEIGHTS_DIR=/app/weights \
     SR_DEVICE=auto
 
 USER srserve

@@ -46,10 +46,10 @@ import numpy as np
 import torch
 
 from bench.load import MIXED, Target, closed_loop, images_for, open_loop, percentile, png_bytes
-from models.allocator import keep_large_allocations
-from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
-from service.inference import predict
-from service.launcher import REPO, free_port, metric_value, running_server
+from srserve.models.allocator import keep_large_allocations
+from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from srserve.service.inference import predict
+from tests.server import REPO, free_port, metric_value, running_server
 
 
 @dataclass(frozen=True)

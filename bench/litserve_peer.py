@@ -23,8 +23,8 @@ import torch
 from fastapi import Response
 from PIL import Image
 
-from models.allocator import keep_large_allocations
-from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from srserve.models.allocator import keep_large_allocations
+from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 
 
 class UpscaleAPI(ls.LitAPI):

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from bench.load import Target, closed_loop, images_for, png_bytes
-from models.allocator import keep_large_allocations
-from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
-from service.inference import predict
-from service.launcher import metric_value, running_server
-from service.runtime import resolve_device
+from srserve.models.allocator import keep_large_allocations
+from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from srserve.service.inference import predict
+from srserve.service.runtime import resolve_device
+from tests.server import metric_value, running_server
 
 
 def model_bound(model: str, scale: int, images: list[np.ndarray], precision: str, repeats: int = 3) -> dict:

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from client.inputs import FORMAT_SUFFIX, discover, display, plan_outputs
-from client.replicas import Replicas
-from client.runner import Options, Runner, remove_stale_temporaries, report
+from srserve.client.inputs import FORMAT_SUFFIX, discover, display, plan_outputs
+from srserve.client.replicas import Replicas
+from srserve.client.runner import Options, Runner, remove_stale_temporaries, report
 
 
 def build_parser() -> argparse.ArgumentParser:

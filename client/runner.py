@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from client.inputs import TEMP_PREFIX, Task, UnsafePath, check_inside, display
-from client.replicas import RETRY_STATUSES, Replicas, backoff, retry_after_seconds
+from srserve.client.inputs import TEMP_PREFIX, Task, UnsafePath, check_inside, display
+from srserve.client.replicas import RETRY_STATUSES, Replicas, backoff, retry_after_seconds
+from srserve.files import write_atomic as write_whole
 
 
 @dataclass
@@ -47,18 +47,8 @@ class Result:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: never a partial file at ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Whole or not at all, with the umask's mode; its temporary name is one ``remove_stale_temporaries`` knows."""
+    write_whole(path, data, prefix=TEMP_PREFIX)
 
 
 def remove_stale_temporaries(out_dir: Path) -> int:

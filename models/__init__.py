@@ -1,10 +1,10 @@
 """Upsampling models: pure PyTorch, no knowledge of the service.
 
 Importing this package registers every architecture in :data:`MODELS`; no
-weights are read until :func:`models.weights.load_model` is called.
+weights are read until :func:`srserve.models.weights.load_model` is called.
 """
 
-from models import deconv, espcn, resize  # noqa: F401  (registration side effects)
-from models.registry import MODELS, ModelSpec, UnknownModelError
+from srserve.models import deconv, espcn, resize  # noqa: F401  (registration side effects)
+from srserve.models.registry import MODELS, ModelSpec, UnknownModelError
 
 __all__ = ["MODELS", "ModelSpec", "UnknownModelError"]

@@ -1,19 +1,20 @@
 """One entry point for "give me model NAME at scale S": trained weights for
-learned models, a fresh :class:`~models.resize.Interpolate` for resizers."""
+learned models, a fresh :class:`~srserve.models.resize.Interpolate` for resizers."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.registry import MODELS
-from models.weights import WeightsError, available, find_weights, load_model
+from srserve.models.registry import MODELS
+from srserve.models.weights import WeightsError, available, find_weights, load_model
 
-#: The weights shipped with the repository.
-DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: The shipped weights: package data, so a source tree and an installed wheel both have them.
+DEFAULT_WEIGHTS_DIR = Path(str(files("srserve.weights")))
 
 
 def learned_scales(name: str, weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> list[int]:

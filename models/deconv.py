@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from models.layers import BICUBIC_SKIP_RADIUS, bicubic_skip, check_scale, conv
-from models.registry import MODELS
+from srserve.models.layers import BICUBIC_SKIP_RADIUS, bicubic_skip, check_scale, conv
+from srserve.models.registry import MODELS
 
 SCALES = (2, 3, 4)
 

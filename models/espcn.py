@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import BICUBIC_SKIP_RADIUS, bicubic_skip, check_scale, conv
-from models.registry import MODELS
+from srserve.models.layers import BICUBIC_SKIP_RADIUS, bicubic_skip, check_scale, conv
+from srserve.models.registry import MODELS
 
 SCALES = (2, 3, 4)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.registry import MODELS
+from srserve.models.registry import MODELS
 
 #: Modes for which F.interpolate accepts ``align_corners``.
 ALIGN_CORNERS_MODES = frozenset({"bilinear", "bicubic"})

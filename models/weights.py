@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.registry import MODELS
+from srserve.models.registry import MODELS
 
 CARD_VERSION = 1
 

@@ -1,1 +1,1 @@
-"""srserve: the HTTP service around the upsamplers in :mod:`models`."""
+"""srserve: the HTTP service around the upsamplers in :mod:`srserve.models`."""

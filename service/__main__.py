@@ -1,5 +1,5 @@
-"""`python -m service` is `srserve`."""
+"""`python -m srserve.service` is `srserve`."""
 
-from service.cli import main
+from srserve.service.cli import main
 
 raise SystemExit(main())

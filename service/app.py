@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service import errors
-from service.body_limit import BodyLimitMiddleware, BodyTooLarge
-from service.request_id import RequestIDMiddleware
-from service.routes import health, metrics, models, pages, upscale
-from service.runtime import Runtime
-from service.settings import Settings, get_settings
+from srserve.service import errors
+from srserve.service.body_limit import BodyLimitMiddleware, BodyTooLarge
+from srserve.service.request_id import RequestIDMiddleware
+from srserve.service.routes import health, metrics, models, pages, upscale
+from srserve.service.runtime import Runtime
+from srserve.service.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

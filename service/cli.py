@@ -1,82 +1,124 @@
-"""`srserve`: run the HTTP service, or upscale one file locally."""
+"""`srserve`: run the HTTP service, or upscale files and folders locally."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
-from models.allocator import keep_large_allocations
-from models.catalog import DEFAULT_WEIGHTS_DIR
-from models.registry import UnknownModelError
-from service.imageio import OUTPUT_FORMATS, ImageError, decode
-from service.local import encode_result, run_route
-from service.model_pool import ModelPool, RequestError
+from srserve.client.inputs import FORMAT_SUFFIX, IMAGE_SUFFIXES, discover, display, plan_outputs
+from srserve.files import write_atomic
+from srserve.models.allocator import keep_large_allocations
+from srserve.models.catalog import DEFAULT_WEIGHTS_DIR
+from srserve.models.device import DEVICE_HELP, resolve_device
+from srserve.models.registry import UnknownModelError
+from srserve.service.imageio import OUTPUT_FORMATS, ImageError, decode, encode_result_into
+from srserve.service.model_pool import ModelPool, RequestError
+from srserve.service.windows import run_route
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 
 def add_upscale(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="upscale one image file without a server")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path, help="its suffix picks the format unless --format is given")
-    p.add_argument("--model", default="espcn")
-    p.add_argument("--scale", type=float)
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--format", choices=OUTPUT_FORMATS)
-    p.add_argument("--quality", type=int, default=90)
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--max-pixels", type=int, default=100_000_000)
+    p = sub.add_parser(
+        "upscale",
+        help="upscale image files or folders without a server",
+        description="Upscale INPUT to OUTPUT in this process, through the same windows the service plans. "
+        "A file goes to a file (its suffix picks the format); a folder goes to a folder, its tree mirrored.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="an image file, or a folder of them (walked recursively)")
+    p.add_argument("output", type=Path, help="the output file, or the output folder for a folder")
+    p.add_argument("--model", default="espcn", help="registry name: espcn, deconv or a resizer such as bicubic")
+    p.add_argument("--scale", type=float, help="upscale factor (default: the model's smallest trained scale)")
+    p.add_argument("--width", type=int, help="output width in px; with --height, resize to exactly that size")
+    p.add_argument("--height", type=int, help="output height in px")
+    p.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        help="output format (default: the output file's suffix; png for a folder)",
+    )
+    p.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality 1-100")
+    p.add_argument("--skip-existing", action="store_true", help="leave outputs that already exist as they are")
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="folder of weights and their cards")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--max-pixels", type=int, default=100_000_000, help="largest input image, in pixels")
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, str]]:
+    """(input, output, format) for every image; raises ValueError for what cannot be done."""
+    if args.input.is_dir():
+        if args.output.exists() and not args.output.is_dir():
+            raise ValueError(f"{display(args.output)} is a file; a folder input needs an output folder")
+        fmt = args.format or "png"
+        found = discover([str(args.input)])
+        if not found:
+            raise ValueError(f"{display(args.input)} holds no images ({' '.join(sorted(IMAGE_SUFFIXES))})")
+        return [(t.source, t.output, fmt) for t in plan_outputs(found, args.output, fmt)]
+    if not args.input.is_file():
+        raise ValueError(f"no such file or folder: {display(args.input)}")
+    output = args.output
+    if output.is_dir():
+        output = output / args.input.with_suffix(FORMAT_SUFFIX[args.format or "png"]).name
+    fmt = args.format or SUFFIX_FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the format of {display(output)}; use --format {'|'.join(OUTPUT_FORMATS)}")
+    return [(args.input, output, fmt)]
 
 
 def upscale(args: argparse.Namespace) -> int:
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    fmt = args.format or SUFFIX_FORMATS.get(args.output.suffix.lower())
-    if fmt is None:
-        print(
-            f"srserve: cannot tell the format of {args.output}; use --format {'|'.join(OUTPUT_FORMATS)}",
-            file=sys.stderr,
-        )
+    try:
+        device = resolve_device(args.device)
+        jobs = _jobs(args)
+    except ValueError as e:
+        print(f"srserve: {e}", file=sys.stderr)
         return 2
     try:
         pool = ModelPool(device=device, weights_dir=args.weights, enabled=[args.model])
         pool.load()
-        image = decode(args.input.read_bytes(), max_pixels=args.max_pixels)
-        route = pool.resolve(
-            args.model, in_size=(image.height, image.width), scale=args.scale, width=args.width, height=args.height
+    except (OSError, ValueError, UnknownModelError) as e:
+        print(f"srserve: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for source, output, fmt in jobs:
+        if args.skip_existing and output.exists():
+            continue
+        try:
+            image = decode(source.read_bytes(), max_pixels=args.max_pixels)
+            route = pool.resolve(
+                args.model, in_size=(image.height, image.width), scale=args.scale, width=args.width, height=args.height
+            )
+            pixels = run_route(pool, route, image.pixels)
+            data = io.BytesIO()
+            encode_result_into(data, image, pixels, route.out_size, fmt=fmt, quality=args.quality)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(output, data.getvalue())
+        except (OSError, ImageError, RequestError) as e:
+            allowed = getattr(e, "allowed", None)
+            print(f"srserve: {display(source)}: {e}" + (f" (allowed: {allowed})" if allowed else ""), file=sys.stderr)
+            failed += 1
+            continue
+        print(
+            f"{display(source)} {image.width}x{image.height} -> {display(output)} "
+            f"{route.out_size[1]}x{route.out_size[0]} ({args.model}, {fmt})"
         )
-        pixels = run_route(pool, route, image.pixels)
-        data = encode_result(image, pixels, route, fmt=fmt, quality=args.quality)
-    except (OSError, ImageError, RequestError, UnknownModelError) as e:
-        allowed = getattr(e, "allowed", None)
-        print(f"srserve: {e}" + (f" (allowed: {allowed})" if allowed else ""), file=sys.stderr)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=args.output.parent, prefix=".srserve-", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, args.output)
-    print(
-        f"{args.input} {image.width}x{image.height} -> {args.output} {route.out_size[1]}x{route.out_size[0]} "
-        f"({args.model}, {fmt})"
-    )
-    return 0
+    return 1 if failed else 0
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the HTTP service (settings from SR_* variables)")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP service (settings from SR_* variables)",
+        description="Run the HTTP service. Every setting is an SR_* environment variable (see the README).",
+    )
     p.add_argument("--host", help="overrides SR_HOST")
     p.add_argument("--port", type=int, help="overrides SR_PORT")
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from service.server import serve
-    from service.settings import Settings
+    from srserve.service.server import serve
+    from srserve.service.settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     serve(Settings(**overrides))

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import APIError
-from service.runtime import Runtime
-from service.settings import Settings
+from srserve.service.errors import APIError
+from srserve.service.runtime import Runtime
+from srserve.service.settings import Settings
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -5,7 +5,7 @@ The event loop plans each image's windows, checks admission and enqueues them
 them, pastes each window's core into its request's output, and resolves the
 request's future on the loop.
 
-Admission by predicted wait is :mod:`service.admission`; this module keeps its
+Admission by predicted wait is :mod:`srserve.service.admission`; this module keeps its
 numbers up to date (what is queued, started and finished).
 """
 
@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service import planner
-from service.admission import Priority, QueueFull, WaitPredictor
-from service.batch_runner import BatchRunner, Pending
-from service.batching import STOP, Backlog, Message, collect_batch
-from service.cost_model import measure
-from service.inference import predict
-from service.metrics import Metrics
-from service.model_pool import ModelPool, Route
-from service.planner import Plan
-from service.tiling import Tile, cut, paste
+from srserve.service.admission import Priority, QueueFull, WaitPredictor
+from srserve.service.batch_runner import BatchRunner, Pending
+from srserve.service.batching import STOP, Backlog, Message, collect_batch
+from srserve.service.cost_model import measure
+from srserve.service.inference import predict
+from srserve.service.metrics import Metrics
+from srserve.service.model_pool import ModelPool, Route
+from srserve.service.planner import Plan
+from srserve.service.tiling import Tile
+from srserve.service.windows import new_output, place, plan_windows, stack_windows
 
 log = logging.getLogger("srserve.engine")
 
@@ -184,10 +184,7 @@ class Engine:
 
     def plan_for(self, route: Route, height: int, width: int) -> Plan:
         """The windows this image is cut into (one untiled piece for whole-image resizes)."""
-        entry = route.entry
-        if not route.tiled:
-            return planner.whole(height, width, entry.cost)
-        return planner.choose(height, width, halo=entry.radius, max_side=self.pool.window, cost=entry.cost)
+        return plan_windows(route, height, width, self.pool.window)
 
     def predicted_wait(self, priority: Priority = Priority.NORMAL) -> float:
         """Seconds a request queued now would wait before its first window computes."""
@@ -238,12 +235,7 @@ class Engine:
         self.metrics.image_pixels.labels(name).inc(plan.image_pixels)
         self.metrics.computed_pixels.labels(name).inc(plan.computed_pixels)
         loop = asyncio.get_running_loop()
-        if into_image:
-            if pixels.dtype != np.uint8:
-                raise ValueError("only 8-bit output is stitched into an image")
-            out: np.ndarray | Image.Image = Image.new("RGB", route.out_size[::-1])
-        else:
-            out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
+        out = new_output(route, pixels, as_image=into_image)
         job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_s=predicted)
         shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
         key = (route.key, shape)
@@ -351,7 +343,7 @@ class Engine:
             if job.started is None:
                 job.started = start
                 self.metrics.queue_wait.labels(entry.name).observe(job.queue_s)
-        windows = np.stack([cut(w.job.pixels, w.tile) if w.tile is not None else w.job.pixels for w in items])
+        windows = stack_windows([(w.job.pixels, w.tile) for w in items])
         size = route.size_for(windows.shape[1:3])
         try:
             pending = self.runner.launch(entry.module, windows, precision=entry.precision, size=size)
@@ -407,13 +399,7 @@ class Engine:
                 job = work.job
                 if job.finished:
                     continue
-                if work.tile is None:
-                    if isinstance(job.out, Image.Image):
-                        job.out.paste(Image.fromarray(result, "RGB"))
-                    else:
-                        job.out[...] = result
-                else:
-                    paste(job.out, work.tile, result, route.scale)
+                place(job.out, work.tile, result, route.scale)
                 job.remaining -= 1
                 if job.remaining == 0:
                     job.finished = True

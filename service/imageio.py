@@ -17,6 +17,8 @@ from typing import BinaryIO, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from srserve.service.pixels import resize_plane
+
 OutputFormat = Literal["png", "jpeg", "webp"]
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
@@ -244,3 +246,28 @@ def _save(
         # strategy at level 1, and no larger (Pillow passes compress_type to zlib as the strategy).
         options.update(compress_level=png_compress_level, compress_type=zlib.Z_RLE)
     image.save(out, format=fmt.upper(), **options)
+
+
+def encode_result_into(
+    out: BinaryIO,
+    image: Decoded,
+    pixels: np.ndarray | Image.Image,
+    out_size: tuple[int, int],
+    *,
+    fmt: OutputFormat,
+    quality: int,
+    png_compress_level: int = 1,
+) -> None:
+    """The output file of ``image`` upscaled to ``out_size`` (H, W): the model's ``pixels``, the source's
+    alpha plane upscaled on its own, and the source's ICC profile. ``pixels`` is let go early (see ``encode_into``)."""
+    alpha = resize_plane(image.alpha, out_size) if image.alpha is not None else None
+    encode_into(
+        out,
+        pixels,
+        alpha,
+        grey=image.grey,
+        fmt=fmt,
+        quality=quality,
+        icc_profile=image.icc_profile,
+        png_compress_level=png_compress_level,
+    )

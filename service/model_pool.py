@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from models import MODELS
-from models.catalog import get_upsampler, learned_scales
-from models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, Interpolate
-from service.cost_model import CostModel
+from srserve.models import MODELS
+from srserve.models.catalog import get_upsampler, learned_scales
+from srserve.models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, Interpolate
+from srserve.service.cost_model import CostModel
 
 
 class RequestError(ValueError):

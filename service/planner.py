@@ -1,8 +1,8 @@
 """How to cut one image: the window grid with the lowest predicted cost.
 
-Per axis, ``n`` evenly spread windows of one length (see :mod:`service.tiling`);
+Per axis, ``n`` evenly spread windows of one length (see :mod:`srserve.service.tiling`);
 every combination of a few row and column counts is priced with the model's
-:class:`~service.cost_model.CostModel`, and the cheapest whose computed pixels
+:class:`~srserve.service.cost_model.CostModel`, and the cheapest whose computed pixels
 stay within ``max_overhead`` of the image's wins. With a flat cost (the prior)
 that is the whole image whenever it fits a window; with a measured CPU profile
 it is windows near the cache-friendly size; in either case at most 10% of the
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from service.cost_model import CostModel
-from service.tiling import Tile, grid, window_length
+from srserve.service.cost_model import CostModel
+from srserve.service.tiling import Tile, grid, window_length
 
 #: Computed pixels allowed above the image's own, as a factor.
 MAX_OVERHEAD = 1.10

@@ -9,12 +9,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 
-import torch
-
-from service.engine import Engine
-from service.metrics import Metrics
-from service.model_pool import ModelPool
-from service.settings import Settings
+from srserve.models.device import resolve_device
+from srserve.service.engine import Engine
+from srserve.service.metrics import Metrics
+from srserve.service.model_pool import ModelPool
+from srserve.service.settings import Settings
 
 log = logging.getLogger("srserve")
 
@@ -24,12 +23,6 @@ class Phase(StrEnum):
     READY = "ready"
     DRAINING = "draining"
     FAILED = "failed"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Runtime:

@@ -14,9 +14,9 @@ from types import FrameType
 
 import uvicorn
 
-from service.app import create_app
-from service.runtime import Runtime
-from service.settings import Settings
+from srserve.service.app import create_app
+from srserve.service.runtime import Runtime
+from srserve.service.settings import Settings
 
 
 class DrainingServer(uvicorn.Server):

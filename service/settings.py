@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.catalog import DEFAULT_WEIGHTS_DIR
+from srserve.models.catalog import DEFAULT_WEIGHTS_DIR
 
 
 class Settings(BaseSettings):

@@ -1,5 +1,106 @@
-"""The real server for integration tests (see :mod:`service.launcher`)."""
+"""Start srserve in a subprocess on a free loopback port and wait until it is ready.
 
-from service.launcher import Server, metric_value, running_server
+Used by the integration tests, the benchmark and the client's tests: the real
+server, not an in-process stand-in.
+"""
 
-__all__ = ["Server", "metric_value", "running_server"]
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in (labels or {}).items()):
+            total += float(value)
+    return total
+
+
+@contextmanager
+def running_server(
+    log_dir: Path, env: dict[str, str] | None = None, ready_timeout: float = 120.0, port: int | None = None
+) -> Iterator[Server]:
+    """Run ``python -m srserve.service serve`` with ``SR_*`` overrides until the block exits."""
+    port = port or free_port()
+    log = Path(log_dir) / f"server-{port}.log"
+    full_env = {
+        **os.environ,
+        "SR_HOST": "127.0.0.1",
+        "SR_PORT": str(port),
+        "SR_LOG_LEVEL": "warning",
+        "SR_DEVICE": "cpu",  # the same answers on a GPU machine; the cuda tests ask for cuda
+        "SR_DRAIN_SECONDS": "0",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "srserve.service", "serve"],
+            cwd=REPO,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {ready_timeout} s:\n{server.output()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -11,7 +11,7 @@ from tests.conftest import REPO
 SCRIPT = """
 import resource, sys
 import numpy as np
-from models.allocator import keep_large_allocations
+from srserve.models.allocator import keep_large_allocations
 if sys.argv[1] == "tuned":
     assert keep_large_allocations()
 np.ones(16 << 20, np.uint8)  # first use: these pages must come in once either way

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.weights import read_card
-from service.model_pool import ModelPool
+from srserve.models.weights import read_card
+from srserve.service.model_pool import ModelPool
 from tests import imagegen
 from tests.conftest import WEIGHTS, smooth_image
 from tests.server import Server, metric_value, running_server
@@ -192,7 +192,7 @@ def test_service_output_equals_local_whole_image_inference(client: httpx.Client)
     for scale in (2, 4):
         r = upload(client, png(Image.fromarray(src)), model="deconv", scale=scale)
         got = np.asarray(opened(r))
-        from service.local import run_route
+        from srserve.service.windows import run_route
 
         ref = run_route(pool, pool.resolve("deconv", in_size=(70, 101), scale=scale), src)  # one tile: the whole
         differ = got != ref

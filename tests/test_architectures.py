@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import MODELS
-from models.deconv import deconv_geometry
+from srserve.models import MODELS
+from srserve.models.deconv import deconv_geometry
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from service.batching import STOP, Backlog, Message, collect_batch
+from srserve.service.batching import STOP, Backlog, Message, collect_batch
 
 
 class FakeClock:

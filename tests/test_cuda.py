@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from service.inference import predict
-from service.local import run_route
-from service.model_pool import ModelPool
+from srserve.service.inference import predict
+from srserve.service.model_pool import ModelPool
+from srserve.service.windows import run_route
 from tests import imagegen
 from tests.conftest import WEIGHTS, smooth_image
 from tests.server import metric_value, running_server

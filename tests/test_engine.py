@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from service.cost_model import CostModel, Sample
-from service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Priority, QueueFull
-from service.inference import predict
-from service.metrics import Metrics
-from service.model_pool import ModelEntry, ModelPool, Route
+from srserve.service.cost_model import CostModel, Sample
+from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Priority, QueueFull
+from srserve.service.inference import predict
+from srserve.service.metrics import Metrics
+from srserve.service.model_pool import ModelEntry, ModelPool, Route
 
 
 class Doubler(nn.Module):

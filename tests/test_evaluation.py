@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.evaluation import cli as sreval
-from models.evaluation.metrics import psnr, rgb_to_y, ssim, y_psnr_ssim
-from models.evaluation.protocol import list_images, load_rgb, mean, pair, pil_bicubic, score
+from srserve.models.evaluation import cli as sreval
+from srserve.models.evaluation.metrics import psnr, rgb_to_y, ssim, y_psnr_ssim
+from srserve.models.evaluation.protocol import list_images, load_rgb, mean, pair, pil_bicubic, score
 from tests.conftest import DATASETS, WEIGHTS, smooth_image
 
 

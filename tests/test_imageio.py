@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.imageio import ImageError, decode, encode
+from srserve.service.imageio import ImageError, decode, encode
 from tests import imagegen
 
 BIG = 10**8

@@ -21,10 +21,10 @@ import httpx
 import pytest
 import yaml
 
-from service.launcher import Server, free_port, metric_value, running_server
-from service.settings import Settings
+from srserve.service.settings import Settings
 from tests import imagegen
 from tests.conftest import REPO
+from tests.server import Server, free_port, metric_value, running_server
 
 DEPLOY = REPO / "deploy"
 PROMETHEUS = shutil.which("prometheus")

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 from starlette.responses import StreamingResponse
 
-from service.imageio import encode, encode_into
-from service.routes.upscale import SPOOL_BYTES, file_response
+from srserve.service.imageio import encode, encode_into
+from srserve.service.routes.upscale import SPOOL_BYTES, file_response
 from tests.test_engine import Doubler, image, make_engine, route_for
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import MODELS
-from service import planner
-from service.cost_model import CostModel, Sample, measure
+from srserve.models import MODELS
+from srserve.service import planner
+from srserve.service.cost_model import CostModel, Sample, measure
 from tests.conftest import smooth_image
 
 TABLE = [(64, 64), (150, 200), (256, 256), (400, 300), (512, 512), (768, 1024), (1080, 1920)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import MODELS
+from srserve.models import MODELS
 
 SIZE = 33  # LR side; the perturbed pixel sits in the middle, far from every border
 

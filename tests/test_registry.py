@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from models import MODELS
-from models.registry import DuplicateModelError, ModelSpec, Registry, UnknownModelError
+from srserve.models import MODELS
+from srserve.models.registry import DuplicateModelError, ModelSpec, Registry, UnknownModelError
 
 
 def test_every_architecture_is_registered() -> None:

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import MODELS
-from models.resize import Interpolate
+from srserve.models import MODELS
+from srserve.models.resize import Interpolate
 
 MODES = ["nearest", "nearest-exact", "bilinear", "bicubic", "area"]
 

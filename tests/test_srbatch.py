@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from client.cli import main as srbatch
-from client.inputs import discover, plan_outputs
-from client.replicas import Replicas, backoff, retry_after_seconds
-from service.launcher import free_port
+from srserve.client.cli import main as srbatch
+from srserve.client.inputs import discover, plan_outputs
+from srserve.client.replicas import Replicas, backoff, retry_after_seconds
 from tests import imagegen
-from tests.server import Server, metric_value, running_server
+from tests.server import Server, free_port, metric_value, running_server
 
 FAST = {"SR_TILE_SIZE": "64", "SR_MAX_BATCH_DELAY_MS": "5"}
 
@@ -129,7 +128,7 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_completes(tmp_path: Path)
         cmd = [
             sys.executable,
             "-m",
-            "client.cli",
+            "srserve.client.cli",
             str(src),
             "--out",
             str(out),

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from models import MODELS
-from service import planner
-from service.cost_model import CostModel
-from service.inference import predict
-from service.local import run_route
-from service.model_pool import ModelPool
-from service.tiling import grid, paste, spans, window_length
+from srserve.models import MODELS
+from srserve.service import planner
+from srserve.service.cost_model import CostModel
+from srserve.service.inference import predict
+from srserve.service.model_pool import ModelPool
+from srserve.service.tiling import grid, paste, spans, window_length
+from srserve.service.windows import run_route
 from tests.conftest import WEIGHTS, smooth_image
 
 WINDOW = 32

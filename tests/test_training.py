@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.training import cli as srtrain
-from models.training.data import PatchSampler, dihedral, load_pairs, split
-from models.weights import load_model, read_card
+from srserve.models.training import cli as srtrain
+from srserve.models.training.data import PatchSampler, dihedral, load_pairs, split
+from srserve.models.weights import load_model, read_card
 
 TINY = [
     "--arch",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import MODELS
-from models.weights import (
+from srserve.models import MODELS
+from srserve.models.weights import (
     WeightsError,
     available,
     count_parameters,
@@ -118,8 +118,8 @@ def test_shipped_card_matches_model_and_file(path: Path) -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_card_psnr_reproduces_on_set5(path: Path) -> None:
     """The Set5 numbers in each card are what the weights measure under the protocol."""
-    from models.evaluation.protocol import list_images, load_rgb, mean, score
-    from models.imageops import upscale_array
+    from srserve.models.evaluation.protocol import list_images, load_rgb, mean, score
+    from srserve.models.imageops import upscale_array
     from tests.conftest import DATASETS
 
     card = read_card(path)

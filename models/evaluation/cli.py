@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from models import MODELS
-from models.allocator import keep_large_allocations
-from models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
-from models.evaluation.protocol import Upscaler, list_images, load_rgb, mean, pair, pil_bicubic, score
-from models.imageops import upscale_array
-from models.weights import WeightsError
+from srserve.models import MODELS
+from srserve.models.allocator import keep_large_allocations
+from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from srserve.models.device import DEVICE_HELP, resolve_device
+from srserve.models.evaluation.protocol import Upscaler, list_images, load_rgb, mean, pair, pil_bicubic, score
+from srserve.models.imageops import upscale_array
+from srserve.models.weights import WeightsError
 
 BASELINE = "bicubic(PIL)"
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="folder of weights + cards")
     p.add_argument("--compare", type=Path, help="write bicubic | model | ground-truth crops here")
     p.add_argument("--crop", type=int, default=192, help="side of the comparison crops (HR px)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     return p
 
 
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_large_allocations()
     try:
+        device = resolve_device(args.device)
         images = [(f.name, load_rgb(f)) for f in list_images(args.folder)]
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"sreval: {e}", file=sys.stderr)
         return 2
     methods: dict[str, dict[int, Upscaler]] = {BASELINE: {s: pil_bicubic for s in args.scales}}
@@ -62,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         methods[name] = {}
         for s in args.scales:
             try:
-                model, _ = get_upsampler(name, s, weights_dir=args.weights, device=args.device)
+                model, _ = get_upsampler(name, s, weights_dir=args.weights, device=device)
             except (KeyError, ValueError, WeightsError) as e:
                 print(f"sreval: skipping {name} x{s}: {e}", file=sys.stderr)
                 continue
-            methods[name][s] = lambda lr, _s, m=model: upscale_array(m, lr, args.device)
+            methods[name][s] = lambda lr, _s, m=model: upscale_array(m, lr, device)
 
     width = max(len(m) for m in methods)
     print(f"{args.folder.name}: {len(images)} images, Y-channel PSNR (dB) / SSIM")

@@ -13,14 +13,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from models import MODELS
-from models.allocator import keep_large_allocations
-from models.evaluation.protocol import list_images, load_rgb, mean, score
-from models.imageops import upscale_array
-from models.training.checkpoint import init_from
-from models.training.data import load_pairs, split
-from models.training.trainer import Recipe, train
-from models.weights import save_weights, sha256_file, weights_stem
+from srserve.models import MODELS
+from srserve.models.allocator import keep_large_allocations
+from srserve.models.device import DEVICE_HELP, resolve_device
+from srserve.models.evaluation.protocol import list_images, load_rgb, mean, score
+from srserve.models.imageops import upscale_array
+from srserve.models.training.checkpoint import init_from
+from srserve.models.training.data import load_pairs, split
+from srserve.models.training.trainer import Recipe, train
+from srserve.models.weights import save_weights, sha256_file, weights_stem
 
 DEFAULT_DATA = Path("../shared/datasets/sun_hays80")
 DEFAULT_EVAL = Path("../shared/datasets/set5")
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="checkpoints (default runs/<model>_x<scale>)")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.safetensors")
     p.add_argument("--init-from", type=Path, help="start from matching tensors of a weights file")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
     defaults = Recipe()
@@ -68,18 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_large_allocations()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        print(f"srtrain: {e}", file=sys.stderr)
+        return 2
     kwargs = {**parse_arch_args(args.arch), "scale": args.scale}
     torch.manual_seed(args.seed)  # the initial weights come from the global generator
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.evaluation.protocol import list_images, load_rgb, pair
+from srserve.models.evaluation.protocol import list_images, load_rgb, pair
 
 #: Seed of the train/validation split, fixed so that every run holds out the same images.
 SPLIT_SEED = 20121

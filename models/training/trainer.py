@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from models.evaluation.protocol import mean, score
-from models.imageops import upscale_array
-from models.training.checkpoint import load_checkpoint, save_checkpoint
-from models.training.data import PairSet, PatchSampler
+from srserve.models.evaluation.protocol import mean, score
+from srserve.models.imageops import upscale_array
+from srserve.models.training.checkpoint import load_checkpoint, save_checkpoint
+from srserve.models.training.data import PairSet, PatchSampler
 
 
 @dataclass

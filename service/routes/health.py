@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.deps import RuntimeDep
-from service.runtime import Phase
+from srserve.service.deps import RuntimeDep
+from srserve.service.runtime import Phase
 
 router = APIRouter(tags=["health"])
 

@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from models import MODELS
-from models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_RADIUS
-from service.deps import ApiKeyDep, RuntimeDep
-from service.engine import Engine
-from service.imageio import OUTPUT_FORMATS
-from service.model_pool import Route
+from srserve.models import MODELS
+from srserve.models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_RADIUS
+from srserve.service.deps import ApiKeyDep, RuntimeDep
+from srserve.service.engine import Engine
+from srserve.service.imageio import OUTPUT_FORMATS
+from srserve.service.model_pool import Route
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -12,4 +12,4 @@ router = APIRouter(tags=["pages"])
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index() -> HTMLResponse:
-    return HTMLResponse(files("service").joinpath("static/index.html").read_text(encoding="utf-8"))
+    return HTMLResponse(files("srserve.service").joinpath("static/index.html").read_text(encoding="utf-8"))

@@ -21,14 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.body_limit import BodyTooLarge
-from service.deps import ApiKeyDep, RuntimeDep
-from service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
-from service.errors import APIError
-from service.imageio import MEDIA_TYPES, Decoded, ImageError, decode
-from service.local import encode_result_into
-from service.model_pool import RequestError, Route
-from service.runtime import Phase, Runtime
+from srserve.service.body_limit import BodyTooLarge
+from srserve.service.deps import ApiKeyDep, RuntimeDep
+from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
+from srserve.service.errors import APIError
+from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode_result_into
+from srserve.service.model_pool import RequestError, Route
+from srserve.service.runtime import Phase, Runtime
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
 log = logging.getLogger("srserve.requests")
@@ -165,7 +164,13 @@ def finish(
     out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by file_response
     try:
         encode_result_into(
-            out, image, owned.pop(), route, fmt=params.format, quality=params.quality, png_compress_level=png_level
+            out,
+            image,
+            owned.pop(),
+            route.out_size,
+            fmt=params.format,
+            quality=params.quality,
+            png_compress_level=png_level,
         )
     except BaseException:
         out.close()

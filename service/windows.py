@@ -1,0 +1,71 @@
+"""Windows of one image: planned, cut and stacked into a batch, run, and pasted into its output.
+
+The engine batches windows from many requests through these functions;
+:func:`run_route` runs one image through them synchronously (``srserve upscale``,
+and the reference in tests), so both stitch the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from srserve.service import planner
+from srserve.service.inference import predict
+from srserve.service.model_pool import ModelPool, Route
+from srserve.service.planner import Plan
+from srserve.service.tiling import Tile, cut, paste
+
+
+def plan_windows(route: Route, height: int, width: int, max_side: int) -> Plan:
+    """The windows this image is cut into (one untiled piece for whole-image resizes)."""
+    entry = route.entry
+    if not route.tiled:
+        return planner.whole(height, width, entry.cost)
+    return planner.choose(height, width, halo=entry.radius, max_side=max_side, cost=entry.cost)
+
+
+def new_output(route: Route, pixels: np.ndarray, *, as_image: bool = False) -> np.ndarray | Image.Image:
+    """The empty output of ``pixels`` along ``route``.
+
+    ``as_image``: a Pillow RGB image (what the encoder reads) instead of an
+    array, so a large 8-bit result exists once.
+    """
+    if as_image:
+        if pixels.dtype != np.uint8:
+            raise ValueError("only 8-bit output is stitched into an image")
+        return Image.new("RGB", route.out_size[::-1])
+    return np.empty((*route.out_size, 3), dtype=pixels.dtype)
+
+
+def stack_windows(pieces: Sequence[tuple[np.ndarray, Tile | None]]) -> np.ndarray:
+    """One batch from (image pixels, its window; None for the whole image) pairs of one shape."""
+    return np.stack([cut(pixels, tile) if tile is not None else pixels for pixels, tile in pieces])
+
+
+def place(out: np.ndarray | Image.Image, tile: Tile | None, result: np.ndarray, scale: int) -> None:
+    """Paste a window's result (its core, without the halo) into ``out``; None: the whole image."""
+    if tile is not None:
+        paste(out, tile, result, scale)
+    elif isinstance(out, Image.Image):
+        out.paste(Image.fromarray(result, "RGB"))
+    else:
+        out[...] = result
+
+
+def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: int = 8) -> np.ndarray:
+    """Upscale ``(H, W, 3)`` pixels along ``route`` in this thread, ``batch_tiles`` windows at a time."""
+    entry = route.entry
+    plan = plan_windows(route, *pixels.shape[:2], pool.window)
+    out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
+    tiles = plan.tiles
+    for i in range(0, len(tiles), batch_tiles):  # a plan's windows share one shape
+        chunk = tiles[i : i + batch_tiles]
+        windows = stack_windows([(pixels, t) for t in chunk])
+        size = route.size_for(windows.shape[1:3])
+        results = predict(entry.module, windows, device=pool.device, precision=entry.precision, size=size)
+        for tile, result in zip(chunk, results, strict=True):
+            place(out, tile, result, route.scale)
+    return out
