@@ -10,8 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from srserve.service import errors
+from srserve.service.access import AccessMiddleware
 from srserve.service.body_limit import BodyLimitMiddleware, BodyTooLarge
-from srserve.service.request_id import RequestIDMiddleware
 from srserve.service.routes import health, metrics, models, pages, upscale
 from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings, get_settings
@@ -40,12 +40,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        runtime.metrics.rejections.labels("upload_too_large").inc()
-        body = errors.error_body("upload_too_large", str(exc), allowed={"max_upload_bytes": exc.limit})
-        return JSONResponse(body, status_code=413, headers={"Connection": "close"})
+        return errors.too_large(exc.limit)
 
     for router in (upscale.router, models.router, health.router, metrics.router, pages.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(RequestIDMiddleware)
+    # Added last, so outermost: it sees (and counts) every response, the 413s and 500s included.
+    app.add_middleware(
+        AccessMiddleware,
+        metrics=runtime.metrics,
+        served=lambda: runtime.pool.names,
+        paths=lambda: app.openapi()["paths"],
+    )
     return app

@@ -7,12 +7,14 @@ memory past the limit.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from srserve.service.errors import too_large
 
 
 class BodyTooLarge(Exception):
+    """Raised from ``receive`` once the body passes the limit; answered by :func:`errors.too_large`."""
+
     def __init__(self, limit: int) -> None:
         super().__init__(f"the upload is larger than the limit of {limit} bytes")
         self.limit = limit
@@ -29,7 +31,7 @@ class BodyLimitMiddleware:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _send_413(send, self.max_bytes)
+            await too_large(self.max_bytes)(scope, receive, send)
             return
         seen = 0
 
@@ -43,27 +45,3 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "upload_too_large",
-                "message": f"the upload is larger than the limit of {limit} bytes",
-                "allowed": {"max_upload_bytes": limit},
-            }
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -5,15 +5,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("srserve.errors")
 
 
 class APIError(Exception):
@@ -42,6 +39,17 @@ def error_body(code: str, message: str, *, field: str | None = None, allowed: An
         error["allowed"] = allowed
     error.update(extra)
     return {"error": error}
+
+
+def too_large(limit: int) -> JSONResponse:
+    """The 413 for an upload over ``limit`` bytes, refused on Content-Length or while streaming."""
+    body = error_body(
+        "upload_too_large",
+        f"the upload is larger than the limit of {limit} bytes",
+        field="image",
+        allowed={"max_upload_bytes": limit},
+    )
+    return JSONResponse(body, status_code=413, headers={"Connection": "close"})
 
 
 def _validation_problem(err: dict[str, Any]) -> dict[str, Any]:
@@ -97,8 +105,3 @@ def install(app: FastAPI, allowed_params: dict[str, list[str]] | None = None) ->
         else:
             body = error_body(f"http_{exc.status_code}", str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal_error", "the server failed; this is a bug"), status_code=500)

@@ -52,17 +52,24 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # Every response, counted by the access middleware. Labels stay bounded: route templates,
+        # served model names (else "unknown", or "" off the upscale route), HTTP status codes.
         self.request_duration = Histogram(
             "srserve_request_duration_seconds",
-            "Upscale request latency, arrival to response",
-            ["model", "status"],
+            "Request latency, arrival to the last byte of the response",
+            ["route", "model", "status"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.requests = Counter(
-            "srserve_requests", "Upscale requests answered", ["model", "status", "priority"], registry=r
+            "srserve_requests",
+            "Responses, by route, model, priority, status code and status class (2xx, 4xx, 5xx)",
+            ["route", "model", "priority", "status", "status_class"],
+            registry=r,
         )
-        self.rejections = Counter("srserve_rejections", "Requests refused, by reason", ["reason"], registry=r)
+        self.rejections = Counter(
+            "srserve_rejections", "Error responses (4xx and 5xx), by their error code", ["reason"], registry=r
+        )
         self.queue_wait = Histogram(
             "srserve_queue_wait_seconds",
             "From enqueue to the first tile's batch starting",

@@ -7,13 +7,13 @@ finishes every queued and running request, and exits. A second signal exits now.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from types import FrameType
 
 import uvicorn
 
+from srserve.service import logs
 from srserve.service.app import create_app
 from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings
@@ -38,13 +38,15 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # logs.configure's handler, for uvicorn's lines too
+        access_log=False,  # srserve writes one access line per request (service/access.py)
         timeout_graceful_shutdown=None,
         proxy_headers=True,
     )

@@ -18,6 +18,8 @@ OUT = Path(__file__).resolve().parent / "dashboards" / "srserve.json"
 DS = {"type": "prometheus", "uid": "prometheus"}
 I = 'instance=~"$instance"'  # noqa: E741 - the filter every query carries
 R = "$__rate_interval"
+API = 'route!~"/healthz|/readyz|/metrics"'  # API traffic: probes and scrapes would swamp the ratios
+UPSCALE = ', route="/v1/upscale"'
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -61,28 +63,29 @@ def mean(metric: str) -> str:
 
 
 def overview(y: int) -> list[dict[str, Any]]:
-    req = f"srserve_requests_total{{{I}}}"
+    req = f"srserve_requests_total{{{I}, {API}}}"
     return [
         panel(
-            "Request rate by model and status",
-            "Upscale requests answered per second.",
-            [(f"sum by (model, status) (rate({req}[{R}]))", "{{model}} {{status}}")],
+            "Request rate by route, model and status",
+            "Every API response per second (probes and scrapes left out), refusals before the handler included.",
+            [(f"sum by (route, model, status) (rate({req}[{R}]))", "{{route}} {{model}} {{status}}")],
             (0, y, 12, 8),
             "reqps",
         ),
         panel(
-            "Error ratio by model and status",
-            "Share of requests answered 4xx/5xx: client mistakes (4xx) against failures to serve (5xx).",
+            "Error ratio: 4xx and 5xx apart",
+            "Share of API responses that are client mistakes (4xx: bad input, missing key, too large, shed) "
+            "and failures to serve (5xx), then by route and status code.",
             [
                 (
-                    f'(sum by (model) (rate(srserve_requests_total{{{I}, status=~"[45].."}}[{R}])) '
-                    f"or sum by (model) (rate({req}[{R}])) * 0) / sum by (model) (rate({req}[{R}]))",
-                    "{{model}} all errors",
+                    f'sum by (status_class) (rate(srserve_requests_total{{{I}, {API}, status_class=~"4xx|5xx"}}[{R}])) '
+                    f"/ ignoring(status_class) group_left sum(rate({req}[{R}]))",
+                    "{{status_class}}",
                 ),
                 (
-                    f'sum by (model, status) (rate(srserve_requests_total{{{I}, status!~"2.."}}[{R}])) '
-                    f"/ ignoring(status) group_left sum by (model) (rate({req}[{R}]))",
-                    "{{model}} {{status}}",
+                    f'sum by (route, status) (rate(srserve_requests_total{{{I}, {API}, status!~"2.."}}[{R}])) '
+                    f"/ ignoring(route, status) group_left sum(rate({req}[{R}]))",
+                    "{{route}} {{status}}",
                 ),
             ],
             (12, y, 12, 8),
@@ -91,14 +94,14 @@ def overview(y: int) -> list[dict[str, Any]]:
         panel(
             "Latency p50 / p95 / p99",
             "Request duration, arrival to response, all models.",
-            quantiles("srserve_request_duration_seconds", ""),
+            quantiles("srserve_request_duration_seconds", "", extra=UPSCALE),
             (0, y + 8, 12, 8),
             "s",
         ),
         panel(
             "Latency p99 by model",
             "Which model is slow.",
-            quantiles("srserve_request_duration_seconds", "model", (0.99,)),
+            quantiles("srserve_request_duration_seconds", "model", (0.99,), extra=UPSCALE),
             (12, y + 8, 12, 8),
             "s",
         ),
@@ -214,15 +217,15 @@ def replica_row(y: int) -> list[dict[str, Any]]:
         ),
         panel(
             "Requests",
-            "This replica's request rate by status.",
-            [(f"sum by (status) (rate(srserve_requests_total{{{I}}}[{R}]))", "{{status}}")],
+            "This replica's API request rate by status class.",
+            [(f"sum by (status_class) (rate(srserve_requests_total{{{I}, {API}}}[{R}]))", "{{status_class}}")],
             (4, y + 1, 7, 6),
             "reqps",
         ),
         panel(
             "Latency p99",
             "This replica's p99 request duration.",
-            quantiles("srserve_request_duration_seconds", "", (0.99,)),
+            quantiles("srserve_request_duration_seconds", "", (0.99,), extra=UPSCALE),
             (11, y + 1, 5, 6),
             "s",
         ),

@@ -15,16 +15,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from srserve.service.body_limit import BodyTooLarge
 from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
-from srserve.service.errors import APIError
+from srserve.service.errors import APIError, error_body
 from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode_result_into
 from srserve.service.model_pool import RequestError, Route
 from srserve.service.runtime import Phase, Runtime
@@ -246,42 +244,14 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
     summary="Upscale one image",
 )
 async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], runtime: RuntimeDep) -> Response:
-    arrived = time.monotonic()
-    metrics = runtime.metrics
+    # Counted, timed and logged by the access middleware; the state below labels its line.
     request.state.model = params.model
     request.state.priority = params.priority
-    status = 500
-    metrics.inflight.inc()
+    runtime.metrics.inflight.inc()
     try:
-        response = await _upscale(request, params, runtime, arrived)
-        status = response.status_code
-        return response
-    except APIError as e:
-        status = e.status
-        metrics.rejections.labels(e.code).inc()
-        raise
-    except StarletteHTTPException as e:  # e.g. a malformed multipart body (400)
-        status = e.status_code
-        metrics.rejections.labels(f"http_{status}").inc()
-        raise
-    except BodyTooLarge:
-        status = 413  # counted by the app's handler
-        raise
+        return await _upscale(request, params, runtime, time.monotonic())
     finally:
-        # Low cardinality: only served model names become label values.
-        label = request.state.model if request.state.model in runtime.pool.names else "unknown"
-        elapsed = time.monotonic() - arrived
-        metrics.inflight.dec()
-        metrics.request_duration.labels(label, str(status)).observe(elapsed)
-        metrics.requests.labels(label, str(status), request.state.priority.value).inc()
-        log.info(
-            "upscale id=%s model=%s priority=%s status=%d seconds=%.3f",
-            request.state.request_id,
-            request.state.model,
-            request.state.priority.value,
-            status,
-            elapsed,
-        )
+        runtime.metrics.inflight.dec()
 
 
 def refuse_if_over(engine: Engine, priority: Priority, min_retry_s: float) -> None:
@@ -347,6 +317,12 @@ async def _upscale_arriving(
     runtime.metrics.decode.observe(decode_s)
     del data
     route = route_for(runtime, image, params)
+    request.state.access = {
+        "in_size": f"{image.width}x{image.height}",
+        "out_size": f"{route.out_size[1]}x{route.out_size[0]}",
+        "scale": round(route.out_size[1] / image.width, 4),
+        "format": params.format,
+    }
 
     try:
         job = engine.submit(
@@ -371,9 +347,8 @@ async def _upscale_arriving(
         ) from None
     except DeviceOutOfMemory as e:
         raise APIError(503, "device_out_of_memory", str(e), headers=retry) from None
-    except ClientGone:
-        runtime.metrics.rejections.labels("client_gone").inc()
-        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed"
+    except ClientGone:  # nobody reads this; nginx's code for "client closed", counted and logged as such
+        return JSONResponse(error_body("client_gone", "the client closed the connection"), status_code=499)
     except Exception as e:
         raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
 
