@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from srserve.service.access import REQUEST_ID
 from srserve.service.admission import Priority, QueueFull, WaitPredictor
 from srserve.service.batch_runner import BatchRunner, Pending
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
@@ -63,6 +64,7 @@ class Job:
     started: float | None = None  # when its first tile's batch began
     predicted_s: float = 0.0  # admission's expected wait plus own compute, before the wait correction
     compute_s: float = 0.0  # device time of the batches it was part of
+    request_id: str = field(default_factory=REQUEST_ID.get)  # for the worker's log lines
     cancelled: bool = False  # set from the loop: client gone or deadline passed
     finished: bool = False  # set by the worker: result or error delivered
 
@@ -370,7 +372,8 @@ class Engine:
             error: Exception = DeviceOutOfMemory("one tile does not fit in device memory")
         else:
             self.metrics.batch_failures.labels("error").inc()
-            log.error("batch of %d %s tiles failed", len(items), entry.name, exc_info=e)
+            ids = ",".join(job.request_id for job in jobs)
+            log.error("batch of %d %s tiles failed", len(items), entry.name, exc_info=e, extra={"request_id": ids})
             error = e
         for job in jobs:
             self._fail(job, error)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,18 +43,14 @@ class Server:
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        metric, _, label_text = head.partition("{")
-        if metric != name:
-            continue
-        if all(f'{k}="{v}"' in label_text for k, v in (labels or {}).items()):
-            total += float(value)
-    return total
+    """Sum of the samples of ``name`` in an exposition ``text`` whose labels include ``labels``."""
+    want = (labels or {}).items()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and want <= sample.labels.items()
+    )
 
 
 @contextmanager

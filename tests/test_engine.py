@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from srserve.service.access import REQUEST_ID
 from srserve.service.cost_model import CostModel, Sample
 from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Priority, QueueFull
 from srserve.service.inference import predict
@@ -48,6 +50,10 @@ def make_engine(model: Doubler, **kwargs: object) -> tuple[Engine, Route]:
     return Engine(pool, Metrics(), **options), route  # type: ignore[arg-type]
 
 
+def sample(engine: Engine, name: str, **labels: str) -> float:
+    return engine.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 def route_for(route: Route, pixels: np.ndarray) -> Route:
     h, w = pixels.shape[:2]
     return Route(route.entry, route.key, (2 * h, 2 * w), True, 2)
@@ -73,11 +79,12 @@ def test_tiles_of_many_requests_share_batches() -> None:
     assert max(model.batches) > 1
 
 
-def test_exception_fails_only_its_batch_and_the_worker_lives() -> None:
+def test_exception_fails_only_its_batch_and_the_worker_lives(caplog: pytest.LogCaptureFixture) -> None:
     model = Doubler(fail_when=13)
     engine, route = make_engine(model, max_batch_delay_s=0.2)
 
     async def scenario() -> tuple[list, list]:
+        REQUEST_ID.set("req-13")  # the requests' context: the worker's log line names them
         first = await submit_all(engine, route, [image(1), image(13), image(2)])  # one batch
         second = await submit_all(engine, route, [image(3), image(4)])
         return first, second
@@ -88,7 +95,9 @@ def test_exception_fails_only_its_batch_and_the_worker_lives() -> None:
     assert all(isinstance(r, ValueError) for r in first)  # delivered to every request of the batch
     assert all(isinstance(r, np.ndarray) for r in second)
     assert engine.alive is False  # stopped cleanly above, not crashed
-    assert engine.metrics.batch_failures.labels("error")._value.get() == 1
+    assert sample(engine, "srserve_batch_failures_total", kind="error") == 1
+    (failed,) = [r for r in caplog.records if r.name == "srserve.engine" and r.levelno == logging.ERROR]
+    assert failed.request_id == "req-13,req-13,req-13"
 
 
 def test_out_of_memory_splits_the_batch_before_failing() -> None:
@@ -99,7 +108,7 @@ def test_out_of_memory_splits_the_batch_before_failing() -> None:
     engine.stop(5)
     assert all(isinstance(r, np.ndarray) for r in results)
     assert max(model.batches) <= 2
-    assert engine.metrics.batch_failures.labels("oom_split")._value.get() >= 1
+    assert sample(engine, "srserve_batch_failures_total", kind="oom_split") >= 1
 
 
 def test_a_single_tile_out_of_memory_is_reported() -> None:
@@ -126,7 +135,7 @@ def test_cancelled_and_expired_work_is_dropped_before_compute() -> None:
     engine.stop(5)
     assert isinstance(done, np.ndarray) and isinstance(late, DeadlineExceeded)
     assert model.batches == [1]  # neither the 4 tiles of the cancelled job nor the late one ran
-    assert engine.metrics.dropped_tiles.labels("cancelled")._value.get() == 4
+    assert sample(engine, "srserve_dropped_tiles_total", reason="cancelled") == 4
 
 
 def test_queue_bound() -> None:
@@ -224,8 +233,8 @@ def test_plans_are_counted_in_pixels() -> None:
         assert job.plan.rows * job.plan.cols == len(job.plan.tiles) > 1
 
     asyncio.run(scenario())
-    image_px = engine.metrics.image_pixels.labels("doubler")._value.get()
-    computed = engine.metrics.computed_pixels.labels("doubler")._value.get()
+    image_px = sample(engine, "srserve_image_pixels_total", model="doubler")
+    computed = sample(engine, "srserve_computed_pixels_total", model="doubler")
     assert image_px == 800 and computed >= image_px
 
 

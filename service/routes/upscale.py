@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -90,7 +91,9 @@ class ClientGone(Exception):
 
 
 async def in_thread(runtime: Runtime, fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(runtime.io, fn, *args)
+    """``fn`` on the I/O threads, in this request's context (its log lines carry its ID)."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(runtime.io, partial(context.run, fn, *args))
 
 
 async def read_upload(request: Request) -> tuple[bytes, dict[str, str]]:
