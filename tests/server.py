@@ -55,9 +55,17 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
 
 @contextmanager
 def running_server(
-    log_dir: Path, env: dict[str, str] | None = None, ready_timeout: float = 120.0, port: int | None = None
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 120.0,
+    port: int | None = None,
+    module: str = "srserve.service",
 ) -> Iterator[Server]:
-    """Run ``python -m srserve.service serve`` with ``SR_*`` overrides until the block exits."""
+    """Run ``python -m <module> serve`` with ``SR_*`` overrides until the block exits.
+
+    ``module="tests.slow_serve"`` adds the slow test model (give it ``SR_WEIGHTS_DIR`` from
+    :func:`tests.slow_model.slow_weights_dir`).
+    """
     port = port or free_port()
     log = Path(log_dir) / f"server-{port}.log"
     full_env = {
@@ -72,7 +80,7 @@ def running_server(
     }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "srserve.service", "serve"],
+            [sys.executable, "-m", module, "serve"],
             cwd=REPO,
             env=full_env,
             stdout=out,

@@ -1,42 +1,40 @@
-"""The real server over HTTP: endpoints, modes, limits and errors."""
+"""The API through the app's ASGI interface, in this process: endpoints, modes, limits and errors.
+
+What needs a real process (load, drains, disconnects, logs) is in test_api_load and test_logs.
+"""
 
 from __future__ import annotations
 
 import io
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from srserve.models.weights import read_card
 from srserve.service.model_pool import ModelPool
 from tests import imagegen
 from tests.conftest import WEIGHTS, smooth_image
-from tests.server import Server, metric_value, running_server
+from tests.inprocess import app_client
+from tests.server import metric_value
 
 TILE = 48
-ENV = {
-    "SR_TILE_SIZE": str(TILE),
-    "SR_MAX_BATCH_DELAY_MS": "20",
-    "SR_MAX_UPLOAD_BYTES": "2000000",
-    "SR_MAX_INPUT_PIXELS": "250000",
-    "SR_MAX_OUTPUT_PIXELS": "1000000",
+SETTINGS = {
+    "tile_size": TILE,
+    "max_batch_delay_ms": 20,
+    "max_upload_bytes": 2_000_000,
+    "max_input_pixels": 250_000,
+    "max_output_pixels": 1_000_000,
 }
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("api"), ENV) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as c:
+def client() -> Iterator[TestClient]:
+    with app_client(**SETTINGS) as c:
         yield c
 
 
@@ -44,7 +42,7 @@ def png(image: Image.Image) -> bytes:
     return imagegen.encode(image, "PNG")
 
 
-def upload(client: httpx.Client, data: bytes, **params: object) -> httpx.Response:
+def upload(client: TestClient, data: bytes, **params: object) -> httpx.Response:
     return client.post("/v1/upscale", params=params, files={"image": ("in.png", data, "image/png")})
 
 
@@ -66,7 +64,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 # -- endpoints -----------------------------------------------------------------------------------
 
 
-def test_health_ready_and_metrics(client: httpx.Client) -> None:
+def test_health_ready_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["device"] == "cpu"
@@ -88,7 +86,7 @@ def test_health_ready_and_metrics(client: httpx.Client) -> None:
     assert metric_value(text, "srserve_ready") == 1
 
 
-def test_models_lists_scales_parameters_fields_and_psnr(client: httpx.Client) -> None:
+def test_models_lists_scales_parameters_fields_and_psnr(client: TestClient) -> None:
     body = client.get("/v1/models").json()
     by_name = {m["name"]: m for m in body["models"]}
     assert set(by_name) == {"nearest", "nearest-exact", "bilinear", "bicubic", "area", "espcn", "deconv"}
@@ -117,7 +115,7 @@ def test_models_lists_scales_parameters_fields_and_psnr(client: httpx.Client) ->
     }
 
 
-def test_openapi_documents_the_api(client: httpx.Client) -> None:
+def test_openapi_documents_the_api(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert {"/v1/upscale", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
     op = spec["paths"]["/v1/upscale"]["post"]
@@ -127,7 +125,7 @@ def test_openapi_documents_the_api(client: httpx.Client) -> None:
     assert {"413", "415", "422", "503", "504"} <= set(op["responses"])
 
 
-def test_web_page_is_served(client: httpx.Client) -> None:
+def test_web_page_is_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "/v1/upscale" in page.text and "<form" in page.text
 
@@ -135,7 +133,7 @@ def test_web_page_is_served(client: httpx.Client) -> None:
 # -- upscaling -----------------------------------------------------------------------------------
 
 
-def test_multipart_upscale_with_timing_and_request_id(client: httpx.Client) -> None:
+def test_multipart_upscale_with_timing_and_request_id(client: TestClient) -> None:
     r = client.post(
         "/v1/upscale",
         params={"model": "espcn", "scale": 3},
@@ -148,7 +146,7 @@ def test_multipart_upscale_with_timing_and_request_id(client: httpx.Client) -> N
     assert phases == ["decode", "queue", "compute", "encode"]
 
 
-def test_tile_plan_header_says_how_the_image_was_cut(client: httpx.Client) -> None:
+def test_tile_plan_header_says_how_the_image_was_cut(client: TestClient) -> None:
     small = upload(client, png(imagegen.rgb(30, 40)), model="espcn", scale=2)
     assert small.headers["x-tile-plan"] == "1x1 windows of 40x30; computed 1.000x"
     big = upload(client, png(imagegen.rgb(100, 170)), model="espcn", scale=2)  # windows of at most 48 px
@@ -160,20 +158,20 @@ def test_tile_plan_header_says_how_the_image_was_cut(client: httpx.Client) -> No
     assert opened(big).size == (340, 200)
 
 
-def test_priority_low_is_served_and_a_bad_one_is_refused(client: httpx.Client) -> None:
+def test_priority_low_is_served_and_a_bad_one_is_refused(client: TestClient) -> None:
     r = upload(client, png(imagegen.rgb(20, 20)), model="espcn", scale=2, priority="low")
     assert opened(r).size == (40, 40)
     error = assert_error(upload(client, png(imagegen.rgb(20, 20)), priority="urgent"), 422, "invalid_parameter")
     assert error["field"] == "priority" and "normal" in error["allowed"] and "low" in error["allowed"]
 
 
-def test_raw_body_and_default_scale(client: httpx.Client) -> None:
+def test_raw_body_and_default_scale(client: TestClient) -> None:
     r = client.post("/v1/upscale", content=png(imagegen.rgb(20, 24)), headers={"Content-Type": "image/png"})
     assert opened(r).size == (48, 40)
     assert len(r.headers["x-request-id"]) == 32
 
 
-def test_form_fields_are_parameters_too(client: httpx.Client) -> None:
+def test_form_fields_are_parameters_too(client: TestClient) -> None:
     r = client.post(
         "/v1/upscale",
         data={"model": "nearest", "scale": "4"},
@@ -184,7 +182,7 @@ def test_form_fields_are_parameters_too(client: httpx.Client) -> None:
     assert np.array_equal(out, src.repeat(4, 0).repeat(4, 1))
 
 
-def test_service_output_equals_local_whole_image_inference(client: httpx.Client) -> None:
+def test_service_output_equals_local_whole_image_inference(client: TestClient) -> None:
     """Tiles batched on the server give the same pixels as one whole-image forward pass."""
     pool = ModelPool(device=__import__("torch").device("cpu"), weights_dir=WEIGHTS, enabled=["deconv"], window=4096)
     pool.load()
@@ -200,13 +198,13 @@ def test_service_output_equals_local_whole_image_inference(client: httpx.Client)
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
-def test_output_formats(client: httpx.Client, fmt: str) -> None:
+def test_output_formats(client: TestClient, fmt: str) -> None:
     r = upload(client, png(imagegen.rgb()), model="bicubic", scale=2, format=fmt, quality=80)
     assert r.headers["content-type"] == f"image/{fmt}"
     assert opened(r).format == fmt.upper()
 
 
-def test_resizers_by_size_factor_and_grid(client: httpx.Client) -> None:
+def test_resizers_by_size_factor_and_grid(client: TestClient) -> None:
     src = png(imagegen.rgb(20, 24))
     assert opened(upload(client, src, model="bicubic", scale=1.5)).size == (36, 30)
     assert opened(upload(client, src, model="bilinear", width=50)).size == (50, 42)
@@ -219,7 +217,7 @@ def test_resizers_by_size_factor_and_grid(client: httpx.Client) -> None:
 # -- modes ---------------------------------------------------------------------------------------
 
 
-def test_rgba_keeps_alpha_in_png_and_webp(client: httpx.Client) -> None:
+def test_rgba_keeps_alpha_in_png_and_webp(client: TestClient) -> None:
     data = png(imagegen.rgba())
     for fmt in ("png", "webp"):
         assert opened(upload(client, data, model="espcn", scale=2, format=fmt)).mode == "RGBA"
@@ -227,7 +225,7 @@ def test_rgba_keeps_alpha_in_png_and_webp(client: httpx.Client) -> None:
     assert error["allowed"] == ["png", "webp"]
 
 
-def test_grey_modes(client: httpx.Client) -> None:
+def test_grey_modes(client: TestClient) -> None:
     assert opened(upload(client, png(imagegen.rgb().convert("L")), scale=2)).mode == "L"
     assert opened(upload(client, png(imagegen.rgba().convert("LA")), scale=2)).mode == "LA"
     out = opened(upload(client, png(imagegen.grey16()), model="espcn", scale=2))
@@ -237,14 +235,14 @@ def test_grey_modes(client: httpx.Client) -> None:
     assert opened(upload(client, png(p), scale=2)).mode == "RGB"
 
 
-def test_cmyk_bmp_tiff_webp_inputs(client: httpx.Client) -> None:
+def test_cmyk_bmp_tiff_webp_inputs(client: TestClient) -> None:
     cmyk = imagegen.encode(imagegen.rgb().convert("CMYK"), "JPEG")
     assert opened(upload(client, cmyk, scale=2)).mode == "RGB"
     for fmt in ("BMP", "TIFF", "WEBP"):
         assert opened(upload(client, imagegen.encode(imagegen.rgb(), fmt), scale=2)).size == (48, 40)
 
 
-def test_exif_orientation_and_icc_profile(client: httpx.Client) -> None:
+def test_exif_orientation_and_icc_profile(client: TestClient) -> None:
     rotated = imagegen.with_orientation(imagegen.rgb(20, 24), 6)
     assert opened(upload(client, rotated, scale=2)).size == (40, 48)
     icc = imagegen.srgb_profile()
@@ -255,7 +253,7 @@ def test_exif_orientation_and_icc_profile(client: httpx.Client) -> None:
 # -- errors ----------------------------------------------------------------------------------------
 
 
-def test_unknown_model_and_scale_list_the_valid_ones(client: httpx.Client) -> None:
+def test_unknown_model_and_scale_list_the_valid_ones(client: TestClient) -> None:
     data = png(imagegen.rgb())
     error = assert_error(upload(client, data, model="esrgan", scale=2), 422, "unknown_model")
     assert "espcn" in error["allowed"] and "bicubic" in error["allowed"]
@@ -274,13 +272,13 @@ def test_unknown_model_and_scale_list_the_valid_ones(client: httpx.Client) -> No
         ({"width": 0}, "width"),
     ],
 )
-def test_bad_parameters(client: httpx.Client, params: dict, field: str) -> None:
+def test_bad_parameters(client: TestClient, params: dict, field: str) -> None:
     error = assert_error(upload(client, png(imagegen.rgb()), **params), 422, "invalid_parameter")
     assert error["field"] == field
     assert "model" in error["parameters"]
 
 
-def test_bad_combinations(client: httpx.Client) -> None:
+def test_bad_combinations(client: TestClient) -> None:
     data = png(imagegen.rgb())
     assert_error(upload(client, data, model="nearest", align_corners="true", scale=2), 422)
     assert_error(upload(client, data, model="espcn", antialias="true", scale=2), 422)
@@ -290,12 +288,12 @@ def test_bad_combinations(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("data", [b"", b"hello", png(imagegen.rgb())[:100], imagegen.encode(imagegen.rgb(), "GIF")])
-def test_unreadable_images(client: httpx.Client, data: bytes) -> None:
+def test_unreadable_images(client: TestClient, data: bytes) -> None:
     error = assert_error(upload(client, data, scale=2), 422)
     assert error["field"] == "image"
 
 
-def test_body_errors(client: httpx.Client) -> None:
+def test_body_errors(client: TestClient) -> None:
     assert_error(client.post("/v1/upscale", content=b"{}", headers={"Content-Type": "application/json"}), 415)
     assert_error(client.post("/v1/upscale", files={"file": ("x.png", png(imagegen.rgb()))}), 422, "missing_image")
     before = metric_value(client.get("/metrics").text, "srserve_requests_total", {"status": "500"})
@@ -306,7 +304,7 @@ def test_body_errors(client: httpx.Client) -> None:
     assert metric_value(client.get("/metrics").text, "srserve_requests_total", {"status": "500"}) == before
 
 
-def test_limits(client: httpx.Client) -> None:
+def test_limits(client: TestClient) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)
     too_big = imagegen.encode(Image.fromarray(noise), "BMP")  # 2.4 MB > 2 MB
     error = assert_error(upload(client, too_big, scale=2), 413, "upload_too_large")
@@ -319,12 +317,12 @@ def test_limits(client: httpx.Client) -> None:
     assert_error(upload(client, bomb, scale=2), 422, "decompression_bomb")
 
 
-def test_not_found_and_method_not_allowed_are_json(client: httpx.Client) -> None:
+def test_not_found_and_method_not_allowed_are_json(client: TestClient) -> None:
     assert "/v1/upscale" in assert_error(client.get("/v2/upscale"), 404, "not_found")["allowed"]
     assert assert_error(client.get("/v1/upscale"), 405, "method_not_allowed")["allowed"] == ["POST"]
 
 
-def test_nothing_a_client_sends_gets_500(client: httpx.Client) -> None:
+def test_nothing_a_client_sends_gets_500(client: TestClient) -> None:
     rng = np.random.default_rng(1)
     bodies = [
         png(imagegen.rgb(1, 1)),
@@ -347,16 +345,20 @@ def test_nothing_a_client_sends_gets_500(client: httpx.Client) -> None:
             assert r.status_code < 500, (p, r.text)
 
 
-def test_rejections_are_counted(client: httpx.Client) -> None:
+def test_rejections_are_counted(client: TestClient) -> None:
     upload(client, png(imagegen.rgb()), model="nope")
     text = client.get("/metrics").text
     assert metric_value(text, "srserve_rejections_total", {"reason": "unknown_model"}) >= 1
-    assert metric_value(text, "srserve_requests_total", {"status": "422"}) >= 1
-    assert metric_value(text, "srserve_request_duration_seconds_count", {"model": "espcn", "status": "200"}) >= 1
+    upscale = {"route": "/v1/upscale"}
+    assert metric_value(text, "srserve_requests_total", {**upscale, "status": "422", "status_class": "4xx"}) >= 1
+    assert (
+        metric_value(text, "srserve_request_duration_seconds_count", {**upscale, "model": "espcn", "status": "200"})
+        >= 1
+    )
 
 
-def test_api_keys(tmp_path: Path) -> None:
-    with running_server(tmp_path, {**ENV, "SR_API_KEYS": "k1, k2"}) as s, httpx.Client(base_url=s.url) as c:
+def test_api_keys() -> None:
+    with app_client(**SETTINGS, api_keys="k1, k2") as c:
         data = png(imagegen.rgb())
         assert_error(
             c.post("/v1/upscale", params={"scale": 2}, files={"image": ("a.png", data)}), 401, "missing_api_key"

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests import imagegen
 from tests.server import running_server
+
+pytestmark = pytest.mark.slow  # real server processes
 
 
 def test_json_log_has_one_access_line_per_request_with_its_id(tmp_path: Path) -> None:

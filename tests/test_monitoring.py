@@ -26,6 +26,8 @@ from tests import imagegen
 from tests.conftest import REPO
 from tests.server import Server, free_port, metric_value, running_server
 
+pytestmark = pytest.mark.slow  # real server processes
+
 DEPLOY = REPO / "deploy"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -229,7 +231,7 @@ def test_nginx_spreads_requests_over_both_replicas(stack: Stack) -> None:
             pool.map(lambda i: upload(stack.nginx, data, model="espcn", scale=2 + i % 3).status_code, range(24))
         )
     assert codes == [200] * 24
-    served = [metric_value(r.metrics(), "srserve_requests_total") for r in stack.replicas]
+    served = [metric_value(r.metrics(), "srserve_requests_total", {"route": "/v1/upscale"}) for r in stack.replicas]
     assert all(n > 0 for n in served), served
     r = httpx.get(f"{stack.nginx}/readyz", headers={"X-Request-ID": "via-nginx"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "via-nginx"

@@ -19,6 +19,9 @@ from srserve.client.inputs import discover, plan_outputs
 from srserve.client.replicas import Replicas, backoff, retry_after_seconds
 from tests import imagegen
 from tests.server import Server, free_port, metric_value, running_server
+from tests.slow_model import slow_weights_dir
+
+pytestmark = pytest.mark.slow  # real server processes
 
 FAST = {"SR_TILE_SIZE": "64", "SR_MAX_BATCH_DELAY_MS": "5"}
 
@@ -101,14 +104,16 @@ def test_globs_formats_and_overwrite(server: Server, tmp_path: Path) -> None:
 
 
 def test_busy_server_503s_are_retried(tmp_path: Path) -> None:
-    env = {"SR_TILE_SIZE": "32", "SR_MAX_QUEUE_TILES": "3", "SR_MAX_BATCH_TILES": "2", "SR_RETRY_AFTER_S": "1"}
+    weights = slow_weights_dir(tmp_path / "weights", 0.05)  # batches take this long on any machine
+    env = {"SR_TILE_SIZE": "32", "SR_MAX_QUEUE_TILES": "3", "SR_MAX_BATCH_TILES": "1", "SR_RETRY_AFTER_S": "1"}
+    env |= {"SR_WEIGHTS_DIR": str(weights), "SR_MODELS": "slow"}
     env["SR_MAX_QUEUE_WAIT_S"] = "600"  # the window bound alone, not the predicted wait
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
     src.mkdir()
     for i in range(12):
-        imagegen.rgb(60, 60, seed=i).save(src / f"{i:02}.png")  # 4 tiles each: two never fit at once
-    with running_server(tmp_path, env) as s:
-        assert run(s.url, out, [src], "--concurrency", "6", "--report", str(rep), model="deconv") == 0
+        imagegen.rgb(60, 60, seed=i).save(src / f"{i:02}.png")  # 4 windows each: two never fit at once
+    with running_server(tmp_path, env, module="tests.slow_serve") as s:
+        assert run(s.url, out, [src], "--concurrency", "6", "--report", str(rep), model="slow") == 0
         rejected = metric_value(s.metrics(), "srserve_rejections_total", {"reason": "queue_full"})
         answered_low = metric_value(s.metrics(), "srserve_requests_total", {"status": "200", "priority": "low"})
     report = json.loads(rep.read_text())
@@ -157,12 +162,15 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_completes(tmp_path: Path)
                 assert im.size == (360, 360)
         rep = tmp_path / "r.json"
         assert run(s.url, out, [src], "--report", str(rep), model="deconv", scale=4) == 0
-        served = metric_value(s.metrics(), "srserve_requests_total", {"status": "200"})
+        served = metric_value(s.metrics(), "srserve_requests_total", {"status": "200", "route": "/v1/upscale"})
     summary = json.loads(rep.read_text())["summary"]
     assert summary["skipped"] == len(done_first) and summary["ok"] == n - len(done_first)
     assert len(list(out.glob("*.png"))) == n
     assert not [p for p in out.iterdir() if p.name.startswith(".srbatch-")]
     assert n <= served <= n + 2  # at most the two in flight at the kill were computed twice
+
+
+UPSCALE = {"route": "/v1/upscale"}
 
 
 def test_two_replicas_share_the_load_and_a_dead_one_is_avoided(server: Server, tmp_path: Path) -> None:
@@ -172,12 +180,12 @@ def test_two_replicas_share_the_load_and_a_dead_one_is_avoided(server: Server, t
         imagegen.rgb(40, 40, seed=i).save(src / f"{i:02}.png")
     dead = f"http://127.0.0.1:{free_port()}"
     with running_server(tmp_path, FAST) as second:
-        before = [metric_value(x.metrics(), "srserve_requests_total") for x in (server, second)]
+        before = [metric_value(x.metrics(), "srserve_requests_total", UPSCALE) for x in (server, second)]
         assert (
             run(server.url, out, [src], "--url", second.url, "--url", dead, "--concurrency", "4", "--report", str(rep))
             == 0
         )
-        after = [metric_value(x.metrics(), "srserve_requests_total") for x in (server, second)]
+        after = [metric_value(x.metrics(), "srserve_requests_total", UPSCALE) for x in (server, second)]
     report = json.loads(rep.read_text())
     assert report["summary"]["ok"] == 16
     assert all(a - b > 0 for a, b in zip(after, before, strict=True)), "both replicas served"
