@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from srserve.service import errors
 from srserve.service.access import AccessMiddleware
 from srserve.service.body_limit import BodyLimitMiddleware, BodyTooLarge
-from srserve.service.routes import health, metrics, models, pages, upscale
+from srserve.service.routes import docs, health, metrics, models, pages, upscale
 from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings, get_settings
 
@@ -34,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Image super-resolution: resident upsamplers, tiles batched across requests.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes.docs from local files: the CDN pages are blank offline
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.runtime = runtime
     errors.install(app, {"/v1/upscale": upscale.PARAMETERS})
@@ -42,8 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return errors.too_large(exc.limit)
 
-    for router in (upscale.router, models.router, health.router, metrics.router, pages.router):
+    for router in (upscale.router, models.router, health.router, metrics.router, pages.router, docs.router):
         app.include_router(router)
+    app.mount(docs.ASSETS, docs.assets(), name="docs-assets")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     # Added last, so outermost: it sees (and counts) every response, the 413s and 500s included.
     app.add_middleware(

@@ -72,3 +72,30 @@ def test_server_errors_are_shown(page, tmp_path: Path) -> None:  # type: ignore[
     page.wait_for_function("document.querySelector('#status').textContent.startsWith('Error')", timeout=30_000)
     assert "422" in page.text_content("#status")
     assert page.get_attribute("#status", "class") == "error"
+
+
+def test_api_docs_render_offline(server: Server) -> None:
+    """/docs draws the upscale operation from the server's own files: no request leaves it."""
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+
+    def only_the_server(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:  # as without internet: the page must not need it
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.route("**/*", only_the_server)
+        page.goto(server.url + "/docs")
+        operation = page.locator("#operations-upscale-upscale_v1_upscale_post")
+        operation.wait_for(timeout=30_000)
+        assert "/v1/upscale" in operation.inner_text()
+        operation.click()  # expanded: its parameters come from /openapi.json
+        page.get_by_text("priority", exact=True).first.wait_for(timeout=10_000)
+        browser.close()
+    assert outside == []
