@@ -14,7 +14,8 @@ from srserve.models.catalog import DEFAULT_WEIGHTS_DIR
 from srserve.models.device import DEVICE_HELP, resolve_device
 from srserve.models.registry import UnknownModelError
 from srserve.service.imageio import OUTPUT_FORMATS, ImageError, decode, encode_result_into
-from srserve.service.model_pool import ModelPool, RequestError
+from srserve.service.model_pool import ModelPool
+from srserve.service.routing import RequestError, resolve
 from srserve.service.windows import run_route
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -86,8 +87,13 @@ def upscale(args: argparse.Namespace) -> int:
             continue
         try:
             image = decode(source.read_bytes(), max_pixels=args.max_pixels)
-            route = pool.resolve(
-                args.model, in_size=(image.height, image.width), scale=args.scale, width=args.width, height=args.height
+            route = resolve(
+                pool,
+                args.model,
+                in_size=(image.height, image.width),
+                scale=args.scale,
+                width=args.width,
+                height=args.height,
             )
             pixels = run_route(pool, route, image.pixels)
             data = io.BytesIO()

@@ -32,8 +32,9 @@ from srserve.service.batching import STOP, Backlog, Message, collect_batch
 from srserve.service.cost_model import measure
 from srserve.service.inference import predict
 from srserve.service.metrics import Metrics
-from srserve.service.model_pool import ModelPool, Route
+from srserve.service.model_pool import ModelPool
 from srserve.service.planner import Plan
+from srserve.service.routing import Route
 from srserve.service.tiling import Tile
 from srserve.service.windows import new_output, place, plan_windows, stack_windows
 

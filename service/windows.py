@@ -14,8 +14,9 @@ from PIL import Image
 
 from srserve.service import planner
 from srserve.service.inference import predict
-from srserve.service.model_pool import ModelPool, Route
+from srserve.service.model_pool import ModelPool
 from srserve.service.planner import Plan
+from srserve.service.routing import Route
 from srserve.service.tiling import Tile, cut, paste
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from srserve.models.weights import read_card
 from srserve.service.model_pool import ModelPool
+from srserve.service.routing import resolve
 from tests import imagegen
 from tests.conftest import WEIGHTS, smooth_image
 from tests.inprocess import app_client
@@ -192,7 +193,7 @@ def test_service_output_equals_local_whole_image_inference(client: TestClient) -
         got = np.asarray(opened(r))
         from srserve.service.windows import run_route
 
-        ref = run_route(pool, pool.resolve("deconv", in_size=(70, 101), scale=scale), src)  # one tile: the whole
+        ref = run_route(pool, resolve(pool, "deconv", in_size=(70, 101), scale=scale), src)  # one tile: the whole
         differ = got != ref
         assert differ.mean() < 1e-3 and np.abs(got.astype(int) - ref).max() <= 1
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from srserve.service.inference import predict
 from srserve.service.model_pool import ModelPool
+from srserve.service.routing import resolve
 from srserve.service.windows import run_route
 from tests import imagegen
 from tests.conftest import WEIGHTS, smooth_image
@@ -35,8 +36,8 @@ def test_gpu_tiles_match_cpu_whole_image(name: str) -> None:
     cpu.load()
     gpu.load()
     for scale in gpu.scales(name):
-        ref = run_route(cpu, cpu.resolve(name, in_size=(123, 77), scale=scale), image)
-        got = run_route(gpu, gpu.resolve(name, in_size=(123, 77), scale=scale), image, batch_tiles=16)
+        ref = run_route(cpu, resolve(cpu, name, in_size=(123, 77), scale=scale), image)
+        got = run_route(gpu, resolve(gpu, name, in_size=(123, 77), scale=scale), image, batch_tiles=16)
         assert close(got, ref)
 
 

@@ -16,7 +16,8 @@ from srserve.service.cost_model import CostModel, Sample
 from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Priority, QueueFull
 from srserve.service.inference import predict
 from srserve.service.metrics import Metrics
-from srserve.service.model_pool import ModelEntry, ModelPool, Route
+from srserve.service.model_pool import ModelEntry, ModelPool
+from srserve.service.routing import Route
 
 
 class Doubler(nn.Module):

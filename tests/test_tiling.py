@@ -12,6 +12,7 @@ from srserve.service import planner
 from srserve.service.cost_model import CostModel
 from srserve.service.inference import predict
 from srserve.service.model_pool import ModelPool
+from srserve.service.routing import resolve
 from srserve.service.tiling import grid, paste, spans, window_length
 from srserve.service.windows import run_route
 from tests.conftest import WEIGHTS, smooth_image
@@ -126,7 +127,7 @@ def test_uint8_service_path_matches_whole_image(size: tuple[int, int]) -> None:
     pool = _pool()
     image = smooth_image(*size, seed=4)
     for scale in pool.scales("espcn"):
-        route = pool.resolve("espcn", in_size=size, scale=scale)
+        route = resolve(pool, "espcn", in_size=size, scale=scale)
         assert route.tiled
         stitched = run_route(pool, route, image, batch_tiles=3)
         whole = predict(route.entry.module, image[None], device=pool.device)[0]
@@ -136,13 +137,13 @@ def test_uint8_service_path_matches_whole_image(size: tuple[int, int]) -> None:
 
 def test_routes_tile_only_shift_invariant_resizes() -> None:
     pool = _pool()
-    assert pool.resolve("bicubic", in_size=(10, 10), scale=3).tiled
-    assert pool.resolve("bicubic", in_size=(10, 10), width=40, height=40).tiled
-    assert not pool.resolve("bicubic", in_size=(10, 10), scale=1.5).tiled
-    assert not pool.resolve("bicubic", in_size=(10, 10), scale=0.5).tiled  # antialiased shrink
-    assert not pool.resolve("bilinear", in_size=(10, 10), scale=2, align_corners=True).tiled
-    assert not pool.resolve("bicubic", in_size=(10, 12), width=30, height=20).tiled
-    route = pool.resolve("bicubic", in_size=(10, 12), width=30)
+    assert resolve(pool, "bicubic", in_size=(10, 10), scale=3).tiled
+    assert resolve(pool, "bicubic", in_size=(10, 10), width=40, height=40).tiled
+    assert not resolve(pool, "bicubic", in_size=(10, 10), scale=1.5).tiled
+    assert not resolve(pool, "bicubic", in_size=(10, 10), scale=0.5).tiled  # antialiased shrink
+    assert not resolve(pool, "bilinear", in_size=(10, 10), scale=2, align_corners=True).tiled
+    assert not resolve(pool, "bicubic", in_size=(10, 12), width=30, height=20).tiled
+    route = resolve(pool, "bicubic", in_size=(10, 12), width=30)
     assert route.out_size == (25, 30)
 
 
@@ -152,7 +153,7 @@ def test_routes_tile_only_shift_invariant_resizes() -> None:
 def test_whole_image_resizes_match_interpolate(kwargs: dict, size: tuple[int, int]) -> None:
     pool = _pool()
     image = smooth_image(10, 12, seed=5)
-    route = pool.resolve("bicubic", in_size=(10, 12), **kwargs)
+    route = resolve(pool, "bicubic", in_size=(10, 12), **kwargs)
     out = run_route(pool, route, image)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     shrink = size[0] < 10

@@ -13,7 +13,7 @@ from srserve.models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_R
 from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import Engine
 from srserve.service.imageio import OUTPUT_FORMATS
-from srserve.service.model_pool import Route
+from srserve.service.routing import Route, resolve
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -109,7 +109,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                     scales="any factor in (0, 64], or width/height",
                     options=options,
                     receptive_radius=r,
-                    tiling=tiling(engine, pool.resolve(name, in_size=(1, 1), scale=2)),
+                    tiling=tiling(engine, resolve(pool, name, in_size=(1, 1), scale=2)),
                 )
             )
             continue
@@ -122,7 +122,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                     scale=scale,
                     parameters=int(card.get("parameters", 0)),
                     receptive_radius=entry.radius,
-                    tiling=tiling(engine, pool.resolve(name, in_size=(1, 1), scale=scale)),
+                    tiling=tiling(engine, resolve(pool, name, in_size=(1, 1), scale=scale)),
                     precision=entry.precision,
                     psnr=_psnr(card),
                     sha256=str(card.get("sha256", "")),

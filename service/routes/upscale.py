@@ -25,7 +25,7 @@ from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
 from srserve.service.errors import APIError, error_body
 from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode_result_into
-from srserve.service.model_pool import RequestError, Route
+from srserve.service.routing import RequestError, Route, check_name, resolve
 from srserve.service.runtime import Phase, Runtime
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
@@ -206,7 +206,8 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
     if scale is None and params.width is None and params.height is None:
         scale = DEFAULT_SCALE
     try:
-        route = runtime.pool.resolve(
+        route = resolve(
+            runtime.pool,
             params.model,
             in_size=(image.height, image.width),
             scale=scale,
@@ -304,7 +305,7 @@ async def _upscale_arriving(
     request.state.model = params.model
     request.state.priority = params.priority
     try:
-        runtime.pool.check_name(params.model)  # before paying for the decode
+        check_name(runtime.pool, params.model)  # before paying for the decode
     except RequestError as e:
         raise request_error(e) from None
     priority = params.priority
