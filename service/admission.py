@@ -117,6 +117,10 @@ class WaitPredictor:
     def queued(self, rank: int, seconds: float) -> None:
         self._queued_s[rank] += seconds
 
+    def withdrawn(self, rank: int, seconds: float) -> None:
+        """Admitted work that never reached the queue (its output could not be allocated)."""
+        self._queued_s[rank] = max(0.0, self._queued_s[rank] - seconds)
+
     def started(self, costs: list[tuple[int, float]], now: float, *, queue_empty: bool) -> None:
         """Windows of ``(rank, seconds)`` left the queue for the device."""
         for rank, seconds in costs:

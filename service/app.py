@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from srserve.service import errors
 from srserve.service.access import AccessMiddleware
 from srserve.service.body_limit import BodyLimitMiddleware, BodyTooLarge
+from srserve.service.openapi import truthful_openapi
 from srserve.service.routes import docs, health, metrics, models, pages, upscale
 from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings, get_settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app, {"/v1/upscale": upscale.PARAMETERS})
+    truthful_openapi(app, keys_required=bool(settings.api_keys))
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:

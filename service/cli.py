@@ -123,11 +123,20 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from srserve.service.server import serve
     from srserve.service.settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    serve(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        for error in e.errors():
+            name = "SR_" + "_".join(str(p) for p in error["loc"]).upper() if error["loc"] else "settings"
+            print(f"srserve: {name}: {error['msg']}", file=sys.stderr)
+        return 2
+    serve(settings)
     return 0
 
 

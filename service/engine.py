@@ -233,12 +233,19 @@ class Engine:
                 )
             self._queued += tiles
             self._waits.queued(rank, own)
-        self._publish_queue()
+            self._publish_queue_locked()
+        try:
+            out = new_output(route, pixels, as_image=into_image)
+        except BaseException:  # e.g. MemoryError for a huge output: its capacity goes back
+            with self._lock:
+                self._queued -= tiles
+                self._waits.withdrawn(rank, own)
+                self._publish_queue_locked()
+            raise
         name = route.entry.name
         self.metrics.image_pixels.labels(name).inc(plan.image_pixels)
         self.metrics.computed_pixels.labels(name).inc(plan.computed_pixels)
         loop = asyncio.get_running_loop()
-        out = new_output(route, pixels, as_image=into_image)
         job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_s=predicted)
         shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
         key = (route.key, shape)
@@ -252,10 +259,12 @@ class Engine:
         self._source.put(Message(items, rank))
         return job
 
-    def _publish_queue(self) -> None:
+    def _publish_queue_locked(self) -> None:
+        """Set the queue gauges; the caller holds the lock, so they match the accounting."""
         self.metrics.queued_tiles.set(self._queued)
+        now = time.monotonic()
         for p in Priority:
-            self.metrics.predicted_wait.labels(p.value).set(self.predicted_wait(p))
+            self.metrics.predicted_wait.labels(p.value).set(self._waits.wait(p.rank, now))
 
     # -- worker side -----------------------------------------------------
     def warm_up(self) -> None:
@@ -307,7 +316,7 @@ class Engine:
             self._queued -= len(batch)
             costs = [(w.rank, w.cost_s) for w in batch]
             self._waits.started(costs, time.monotonic(), queue_empty=not self._queued)
-        self._publish_queue()
+            self._publish_queue_locked()
         try:
             live = self._live(batch)
             return self._launch(live) if live else None

@@ -1,16 +1,55 @@
 """One JSON error shape for every 4xx/5xx: what was wrong and what is allowed.
 
-``{"error": {"code": ..., "message": ..., "field": ..., "allowed": ...}}``
+``{"error": {"code": ..., "message": ..., "field": ..., "allowed": [...], "limits": {...}}}``,
+documented in the OpenAPI schema as :class:`ErrorBody`. ``allowed`` is always a
+list (the values that would have been accepted); a limit that was passed is in
+``limits`` (its setting's name and value).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class Problem(BaseModel):
+    """One invalid parameter."""
+
+    field: str | None
+    message: str
+    allowed: list[Any] | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    allowed: list[Any] | None = None
+    limits: dict[str, float] | None = None
+    problems: list[Problem] | None = None
+    parameters: list[str] | None = None
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what was wrong and what is allowed."""
+
+    error: ErrorDetail
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses, each with the :class:`ErrorBody` schema."""
+    return {status: {"model": ErrorBody, "description": text} for status, text in descriptions.items()}
 
 
 class APIError(Exception):
@@ -23,22 +62,38 @@ class APIError(Exception):
         message: str,
         *,
         field: str | None = None,
-        allowed: Any = None,
+        allowed: list[Any] | None = None,
+        limits: dict[str, float] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-        self.field, self.allowed, self.headers = field, allowed, headers
+        self.field, self.allowed, self.limits, self.headers = field, allowed, limits, headers
 
 
-def error_body(code: str, message: str, *, field: str | None = None, allowed: Any = None, **extra: Any) -> dict:
+def error_body(
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    allowed: list[Any] | None = None,
+    limits: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict:
+    """The JSON of an :class:`ErrorBody`; the one place error answers are built."""
+    if allowed is not None and not isinstance(allowed, list):
+        raise TypeError(f"allowed must be a list, not {type(allowed).__name__}")
     error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    if allowed is not None:
-        error["allowed"] = allowed
+    for key, value in (("field", field), ("allowed", allowed), ("limits", limits)):
+        if value is not None:
+            error[key] = value
     error.update(extra)
     return {"error": error}
+
+
+def expected_values(expected: str) -> list[str]:
+    """Pydantic's ``"'png', 'jpeg' or 'webp'"`` as a list."""
+    return re.findall(r"'([^']*)'", expected) or [expected]
 
 
 def too_large(limit: int) -> JSONResponse:
@@ -47,7 +102,7 @@ def too_large(limit: int) -> JSONResponse:
         "upload_too_large",
         f"the upload is larger than the limit of {limit} bytes",
         field="image",
-        allowed={"max_upload_bytes": limit},
+        limits={"max_upload_bytes": limit},
     )
     return JSONResponse(body, status_code=413, headers={"Connection": "close"})
 
@@ -57,7 +112,7 @@ def _validation_problem(err: dict[str, Any]) -> dict[str, Any]:
     problem: dict[str, Any] = {"field": ".".join(loc) or None, "message": err.get("msg", "invalid")}
     ctx = err.get("ctx") or {}
     if "expected" in ctx:
-        problem["allowed"] = ctx["expected"]
+        problem["allowed"] = expected_values(str(ctx["expected"]))
     for bound in ("ge", "gt", "le", "lt"):
         if bound in ctx:
             problem[bound] = ctx[bound]
@@ -71,7 +126,7 @@ def install(app: FastAPI, allowed_params: dict[str, list[str]] | None = None) ->
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        body = error_body(exc.code, exc.message, field=exc.field, allowed=exc.allowed)
+        body = error_body(exc.code, exc.message, field=exc.field, allowed=exc.allowed, limits=exc.limits)
         return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -80,11 +135,12 @@ def install(app: FastAPI, allowed_params: dict[str, list[str]] | None = None) ->
         first = problems[0] if problems else {"field": None, "message": "invalid request"}
         message = "; ".join(f"{p['field']}: {p['message']}" if p["field"] else p["message"] for p in problems)
         params = (allowed_params or {}).get(request.url.path)
+        allowed = first.get("allowed") or (params if first["message"] == "unknown parameter" else None)
         body = error_body(
             "invalid_parameter",
             message,
             field=first["field"],
-            allowed=first.get("allowed"),
+            allowed=allowed,
             problems=problems,
             parameters=params,
         )

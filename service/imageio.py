@@ -96,6 +96,18 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 def decode(data: bytes, *, max_pixels: int) -> Decoded:
     """Decode an upload; raises :class:`ImageError` with a client-facing message."""
     image = _open(data, max_pixels)
+    try:
+        return _convert(image)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError) as e:
+        # Opened and loaded, but Pillow cannot turn it into pixels (odd modes, broken palettes).
+        raise ImageError(
+            f"the image opened but could not be converted to pixels ({image.mode}): {e}", reason="bad_image"
+        ) from None
+
+
+def _convert(image: Image.Image) -> Decoded:
     source_format = image.format or "unknown"
     icc = image.info.get("icc_profile")
     # A broken EXIF block must not lose the image: keep it unrotated.

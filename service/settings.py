@@ -7,9 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from srserve.models import MODELS
 from srserve.models.catalog import DEFAULT_WEIGHTS_DIR
 
 
@@ -49,6 +50,16 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(2.0, ge=0, description="after SIGTERM, /readyz says 503 this long before closing")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object a line, for log shippers")
+
+    @model_validator(mode="after")
+    def _precision_names_served_learned_models(self) -> Settings:
+        """A misspelt SR_PRECISION key would silently run that model in fp32: refuse it at start."""
+        learned = MODELS.names("learned")
+        served = [n for n in learned if self.models is None or n in self.models]
+        wrong = sorted(set(self.precision) - set(served))
+        if wrong:
+            raise ValueError(f"SR_PRECISION names {wrong}, which are not served learned models; allowed: {served}")
+        return self
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -309,11 +309,11 @@ def test_limits(client: TestClient) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)
     too_big = imagegen.encode(Image.fromarray(noise), "BMP")  # 2.4 MB > 2 MB
     error = assert_error(upload(client, too_big, scale=2), 413, "upload_too_large")
-    assert error["allowed"] == {"max_upload_bytes": 2_000_000}
+    assert error["limits"] == {"max_upload_bytes": 2_000_000}
     error = assert_error(upload(client, png(imagegen.rgb(600, 500)), scale=2), 422, "input_pixels")
-    assert "250000" in error["message"] and error["allowed"] == {"max_input_pixels": 250000}
+    assert "250000" in error["message"] and error["limits"] == {"max_input_pixels": 250000}
     error = assert_error(upload(client, png(imagegen.rgb(300, 300)), model="espcn", scale=4), 422, "output_pixels")
-    assert error["allowed"] == {"max_output_pixels": 1_000_000}
+    assert error["limits"] == {"max_output_pixels": 1_000_000}
     bomb = png(Image.new("L", (20000, 20000)))
     assert_error(upload(client, bomb, scale=2), 422, "decompression_bomb")
 
@@ -375,3 +375,18 @@ def test_api_keys() -> None:
         bearer = c.get("/v1/models", headers={"Authorization": "Bearer k1"})
         assert bearer.status_code == 200
         assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+
+
+def test_models_answer_consistently_before_the_models_are_loaded() -> None:
+    """While starting, /v1/models says so and lists learned models without scales: no half-filled list."""
+    from srserve.service.app import create_app
+    from srserve.service.settings import Settings
+
+    app = create_app(Settings(device="cpu", warmup=False))
+    client = TestClient(app)  # no lifespan: nothing loads
+    body = client.get("/v1/models").json()
+    assert body["status"] == "starting"
+    espcn = next(m for m in body["models"] if m["name"] == "espcn")
+    assert espcn["scales"] == [] and espcn["variants"] == [] and espcn["any_scale"] is False
+    error = assert_error(upload(client, png(imagegen.rgb()), model="espcn", scale=2), 503, "not_ready")
+    assert "starting" in error["message"]

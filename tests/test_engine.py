@@ -284,3 +284,20 @@ def test_with_an_overlapping_runner_the_next_batch_launches_before_the_last_is_a
     # Batch k+1 was on its way before batch k's pixels were awaited.
     assert runner.events.index("launch1") < runner.events.index("wait0")
     assert runner.events.index("launch3") < runner.events.index("wait2")
+
+
+def test_a_failed_output_allocation_gives_its_capacity_back() -> None:
+    engine, route = make_engine(Doubler(), max_queue_tiles=8)
+    pixels = image(1, 16, 16)
+    huge = Route(route.entry, route.key, (1 << 20, 1 << 20), True, 2)  # a 3 TiB output: no machine has it
+
+    async def scenario() -> None:
+        with pytest.raises(MemoryError):
+            engine.submit(huge, pixels, time.monotonic() + 10)
+        assert engine.queued_tiles == 0
+        assert sample(engine, "srserve_queued_tiles") == 0
+        assert engine.predicted_wait() == 0
+        engine.submit(route_for(route, pixels), pixels, time.monotonic() + 10)  # the queue is not left full
+        assert sample(engine, "srserve_queued_tiles") == engine.queued_tiles == 1
+
+    asyncio.run(scenario())

@@ -113,3 +113,17 @@ def test_jpeg_cannot_hold_alpha() -> None:
     src = np.asarray(imagegen.rgba())
     with pytest.raises(ImageError, match="png or webp"):
         encode(src[..., :3].copy(), src[..., 3].copy(), grey=False, fmt="jpeg", quality=90, icc_profile=None)
+
+
+def test_a_failure_while_converting_an_opened_image_is_a_client_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow opened and loaded the file, then failed turning it into pixels: 422, not a server error."""
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "PNG")
+
+    def broken(self: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        raise ValueError("conversion not supported")
+
+    monkeypatch.setattr(Image.Image, "convert", broken)
+    with pytest.raises(ImageError) as e:
+        decode(buf.getvalue(), max_pixels=10_000)
+    assert e.value.status == 422 and e.value.reason == "bad_image" and "converted" in str(e.value)

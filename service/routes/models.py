@@ -12,6 +12,7 @@ from srserve.models import MODELS
 from srserve.models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_RADIUS
 from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import Engine
+from srserve.service.errors import error_responses
 from srserve.service.imageio import OUTPUT_FORMATS
 from srserve.service.routing import Route, resolve
 
@@ -59,10 +60,14 @@ class Variant(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """One model. ``scales``: the trained integer factors of a learned model (empty while
+    loading); empty for a resizer, which takes ``any_scale``."""
+
     name: str
     kind: str
     description: str
-    scales: list[int] | str
+    scales: list[int]
+    any_scale: bool
     options: list[str]
     receptive_radius: int | None = None
     tiling: Tiling | None = None
@@ -79,6 +84,7 @@ class Limits(BaseModel):
 
 
 class ModelList(BaseModel):
+    status: str  # ready | starting | draining | failed: while starting, learned models have no scales yet
     models: list[ModelInfo]
     device: str
     limits: Limits
@@ -88,9 +94,16 @@ def _psnr(card: dict[str, Any]) -> dict[str, float]:
     return {k: float(v["psnr_y"]) for k, v in card.get("metrics", {}).items() if "psnr_y" in v}
 
 
-@router.get("/models", response_model=ModelList, dependencies=[ApiKeyDep], summary="Models and their scales")
+@router.get(
+    "/models",
+    response_model=ModelList,
+    dependencies=[ApiKeyDep],
+    summary="Models and their scales",
+    responses=error_responses({401: "missing or invalid API key (only when the server has SR_API_KEYS)"}),
+)
 async def list_models(runtime: RuntimeDep) -> ModelList:
     pool, engine = runtime.pool, runtime.engine
+    learned = pool.learned  # one snapshot: loading publishes the whole set at once
     out = []
     for name in pool.names:
         spec = MODELS.get(name)
@@ -106,7 +119,8 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                     name=name,
                     kind="resize",
                     description=spec.description,
-                    scales="any factor in (0, 64], or width/height",
+                    scales=[],
+                    any_scale=True,
                     options=options,
                     receptive_radius=r,
                     tiling=tiling(engine, resolve(pool, name, in_size=(1, 1), scale=2)),
@@ -114,8 +128,9 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
             )
             continue
         variants = []
-        for scale in pool.scales(name):
-            entry = pool.learned[(name, scale)]
+        scales = sorted(s for n, s in learned if n == name)
+        for scale in scales:
+            entry = learned[(name, scale)]
             card = entry.card or {}
             variants.append(
                 Variant(
@@ -133,7 +148,8 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                 name=name,
                 kind="learned",
                 description=spec.description,
-                scales=pool.scales(name),
+                scales=scales,
+                any_scale=False,
                 options=[],
                 variants=variants,
             )
@@ -147,4 +163,4 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
         max_queue_wait_s=s.max_queue_wait_s,
         formats=list(OUTPUT_FORMATS),
     )
-    return ModelList(models=out, device=str(runtime.device), limits=limits)
+    return ModelList(status=runtime.phase.value, models=out, device=str(runtime.device), limits=limits)

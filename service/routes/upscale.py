@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
-from srserve.service.errors import APIError, error_body
+from srserve.service.errors import APIError, error_body, error_responses
 from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode_result_into
 from srserve.service.routing import RequestError, Route, check_name, resolve
 from srserve.service.runtime import Phase, Runtime
@@ -75,14 +76,22 @@ REQUEST_BODY = {
     }
 }
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the upscaled image"},
-    401: {"description": "missing or invalid API key"},
-    413: {"description": "upload larger than SR_MAX_UPLOAD_BYTES"},
-    415: {"description": "neither multipart/form-data nor image/*"},
-    422: {"description": "bad parameter, unreadable image, or a pixel limit exceeded"},
-    503: {"description": "predicted wait too long, queue full, not ready, or out of device memory; see Retry-After"},
-    504: {"description": "still queued when the request's deadline passed"},
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES.values()},
+        "description": "the upscaled image",
+    },
+    **error_responses(
+        {
+            400: "a malformed multipart body",
+            401: "missing or invalid API key (only when the server has SR_API_KEYS)",
+            413: "upload larger than SR_MAX_UPLOAD_BYTES",
+            415: "neither multipart/form-data nor image/*",
+            422: "bad parameter, unreadable image, or a pixel limit exceeded",
+            503: "predicted wait too long, queue full, not ready, or out of device memory; see Retry-After",
+            504: "still queued when the request's deadline passed",
+        }
+    ),
 }
 
 
@@ -121,21 +130,13 @@ async def read_upload(request: Request) -> tuple[bytes, dict[str, str]]:
 
 
 def merge_form_fields(params: UpscaleParams, fields: dict[str, str]) -> UpscaleParams:
+    """Form fields are parameters too; a bad one is answered like a bad query parameter."""
     if not fields:
         return params
     try:
         return UpscaleParams.model_validate({**params.model_dump(exclude_unset=True), **fields})
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        message = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
-        raise APIError(
-            422,
-            "invalid_parameter",
-            f"{field}: {message}",
-            field=field,
-            allowed=(err.get("ctx") or {}).get("expected") or PARAMETERS,
-        ) from None
+        raise RequestValidationError(e.errors()) from None
 
 
 async def wait_for(job: Job, request: Request) -> np.ndarray | Image.Image:
@@ -226,7 +227,7 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
             "output_pixels",
             f"the output would be {out_w}x{out_h} = {out_w * out_h} pixels; the limit is {limit} output pixels",
             field="scale",
-            allowed={"max_output_pixels": limit},
+            limits={"max_output_pixels": limit},
         )
     if image.alpha is not None and params.format == "jpeg":
         raise APIError(
@@ -243,7 +244,7 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
     "/upscale",
     dependencies=[ApiKeyDep],
     response_class=Response,
-    responses=ERROR_RESPONSES,
+    responses=RESPONSES,
     openapi_extra=REQUEST_BODY,
     summary="Upscale one image",
 )
@@ -315,8 +316,8 @@ async def _upscale_arriving(
     try:
         image = await in_thread(runtime, partial(decode, data, max_pixels=settings.max_input_pixels))
     except ImageError as e:
-        allowed = {"max_input_pixels": settings.max_input_pixels} if e.reason == "input_pixels" else None
-        raise APIError(e.status, e.reason, str(e), field="image", allowed=allowed) from None
+        limits = {"max_input_pixels": settings.max_input_pixels} if e.reason == "input_pixels" else None
+        raise APIError(e.status, e.reason, str(e), field="image", limits=limits) from None
     decode_s = time.monotonic() - t0
     runtime.metrics.decode.observe(decode_s)
     del data
@@ -347,7 +348,7 @@ async def _upscale_arriving(
             504,
             "deadline_exceeded",
             f"not finished within SR_REQUEST_TIMEOUT_S = {settings.request_timeout_s:g} s",
-            allowed={"request_timeout_s": settings.request_timeout_s},
+            limits={"request_timeout_s": settings.request_timeout_s},
         ) from None
     except DeviceOutOfMemory as e:
         raise APIError(503, "device_out_of_memory", str(e), headers=retry) from None

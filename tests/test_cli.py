@@ -1,4 +1,4 @@
-"""`srserve upscale`: files and folders in this process, with the service's windows."""
+"""`srserve upscale` on files and folders in this process, and `srserve serve` refusing bad settings."""
 
 from __future__ import annotations
 
@@ -102,3 +102,13 @@ def assert_help_shows_defaults(parser: argparse.ArgumentParser) -> None:
     assert options
     for action in options:
         assert f"(default: {action.default})" in text, f"{action.option_strings[0]} does not show its default"
+
+
+def test_serve_refuses_bad_settings_at_start(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("SR_PRECISION", '{"espcm": "fp16"}')
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "SR_PRECISION" in err and "espcm" in err and "espcn" in err
+    monkeypatch.setenv("SR_PRECISION", '{"espcn": "fp8"}')
+    assert main(["serve"]) == 2
+    assert "SR_PRECISION_ESPCN" in capsys.readouterr().err
