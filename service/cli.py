@@ -7,6 +7,7 @@ import io
 import sys
 from pathlib import Path
 
+from srserve.client.cli import HelpFormatter
 from srserve.client.inputs import FORMAT_SUFFIX, IMAGE_SUFFIXES, discover, display, plan_outputs
 from srserve.files import write_atomic
 from srserve.models.allocator import keep_large_allocations
@@ -27,7 +28,7 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         help="upscale image files or folders without a server",
         description="Upscale INPUT to OUTPUT in this process, through the same windows the service plans. "
         "A file goes to a file (its suffix picks the format); a folder goes to a folder, its tree mirrored.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("input", type=Path, help="an image file, or a folder of them (walked recursively)")
     p.add_argument("output", type=Path, help="the output file, or the output folder for a folder")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from srserve.client.cli import build_parser
 from srserve.client.cli import main as srbatch
 from srserve.client.inputs import discover, plan_outputs
 from srserve.client.replicas import Replicas, backoff, retry_after_seconds
@@ -224,7 +225,8 @@ def test_api_key_is_sent(tmp_path: Path) -> None:
     src.mkdir()
     imagegen.rgb().save(src / "a.png")
     with running_server(tmp_path, {**FAST, "SR_API_KEYS": "sekrit"}) as s:
-        assert run(s.url, out, [src]) == 1
+        assert run(s.url, out, [src]) == 2  # told by /v1/models, before anything is sent
+        assert not out.exists()
         assert run(s.url, out, [src], "--api-key", "sekrit") == 0
 
 
@@ -234,6 +236,8 @@ def test_api_key_is_sent(tmp_path: Path) -> None:
         [],
         ["x.png"],
         ["x.png", "--out", "o", "--model", "espcn"],
+        ["{src}", "--out", "o", "--model", "espcn"],
+        ["{src}", "--out", "o", "--model", "espcn", "--scale", "2", "--width", "10"],
         ["missing-file.png", "--out", "o", "--model", "m", "--scale", "2"],
         ["{src}", "--out", "o", "--model", "m", "--scale", "2", "--concurrency", "0"],
     ],
@@ -299,3 +303,45 @@ def test_progress_bar_on_request(server: Server, tmp_path: Path, capsys: pytest.
     )
     err = capsys.readouterr().err
     assert "3/3" in err and "img/s" in err and "100%" in err
+
+
+@pytest.mark.parametrize(
+    ("model", "scale", "message"),
+    [("espcm", 2, "unknown model 'espcm'"), ("espcn", 5, "has scales [2, 3, 4], not 5")],
+)
+def test_an_unknown_model_or_scale_stops_before_anything_is_sent(
+    server: Server, tmp_path: Path, model: str, scale: float, message: str, capsys: pytest.CaptureFixture
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out" / "nested"
+    src.mkdir()
+    imagegen.rgb().save(src / "a.png")
+    before = metric_value(server.metrics(), "srserve_requests_total", UPSCALE)
+    assert run(server.url, out, [src], model=model, scale=scale) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # no empty folders left behind
+    assert metric_value(server.metrics(), "srserve_requests_total", UPSCALE) == before
+
+
+def test_no_server_at_all_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    imagegen.rgb().save(tmp_path / "a.png")
+    assert run(f"http://127.0.0.1:{free_port()}", tmp_path / "out", [tmp_path / "a.png"]) == 2
+    assert "no server answered" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_width_and_height(server: Server, tmp_path: Path) -> None:
+    imagegen.rgb(30, 40).save(tmp_path / "a.png")  # 40x30
+    out = tmp_path / "out"
+    args = [str(tmp_path / "a.png"), "--out", str(out), "--model", "bicubic", "--url", server.url, "--progress", "log"]
+    assert srbatch([*args, "--width", "100"]) == 0
+    with Image.open(out / "a.png") as im:
+        assert im.size == (100, 75)
+    assert srbatch([*args, "--width", "64", "--height", "20", "--overwrite"]) == 0
+    with Image.open(out / "a.png") as im:
+        assert im.size == (64, 20)
+
+
+def test_help_shows_every_default() -> None:
+    from tests.test_cli import assert_help_shows_defaults
+
+    assert_help_shows_defaults(build_parser())
