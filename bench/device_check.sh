@@ -8,7 +8,10 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl \
 #     fastapi starlette uvicorn h11 anyio sniffio pydantic pydantic-core pydantic-settings \
 #     python-dotenv annotated-types typing-inspection typing-extensions python-multipart \
-#     httpx httpcore certifi idna safetensors tqdm pytest pluggy iniconfig packaging
+#     httpx httpcore certifi idna safetensors tqdm pytest pluggy iniconfig packaging \
+#     python-json-logger fastapi-swagger setuptools
+# The project itself is installed from this tree into the same target (its
+# folders import as srserve.*), built offline with the carried setuptools.
 # Results land in $OUT (cuda-tests.txt, bench-*.json, bench.txt, nvidia-smi.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,7 @@ OUT=${OUT:-/tmp/srserve-device}
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --find-links .whl --no-deps --no-cache-dir --target /tmp/site . || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 SR_DEVICE=cuda

@@ -100,8 +100,8 @@ class AccessMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if response["started"]:
-                raise  # the response had begun: nothing sane can be sent any more
+            if response["started"]:  # nothing sane can be sent any more; the server closes the connection
+                return  # (not re-raised: the server would log the same traceback a second time)
             body = error_body("internal_error", "the server failed; this is a bug", request_id=request_id)
             await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
