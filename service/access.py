@@ -16,7 +16,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable
-from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -27,9 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from srserve.service.errors import error_body
 from srserve.service.metrics import Metrics
+from srserve.service.request_context import REQUEST_ID
 
-#: The ID of the request this code runs for; "-" outside any request.
-REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 #: Probes hit every few seconds: their lines are logged at debug, not info.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 #: Error bodies are small JSON; a larger error body is not read for its code.

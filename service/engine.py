@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from srserve.service.access import REQUEST_ID
 from srserve.service.admission import Priority, QueueFull, WaitPredictor
 from srserve.service.batch_runner import BatchRunner, Pending
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
@@ -34,6 +33,7 @@ from srserve.service.inference import predict
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
 from srserve.service.planner import Plan
+from srserve.service.request_context import REQUEST_ID
 from srserve.service.routing import Route
 from srserve.service.tiling import Tile
 from srserve.service.windows import new_output, place, plan_windows, stack_windows

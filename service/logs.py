@@ -8,7 +8,7 @@ from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
-from srserve.service.access import REQUEST_ID
+from srserve.service.request_context import REQUEST_ID
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 #: The access line's fields stand on their own in JSON; its text message would repeat them.
