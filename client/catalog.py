@@ -44,6 +44,13 @@ def check(catalog: dict[str, Any], model: str, scale: float | None) -> None:
         raise CatalogError(f"model {model!r} has scales {scales}, not {scale:g}")
 
 
+def check_restore(catalog: dict[str, Any], name: str) -> None:
+    """Raise :class:`CatalogError` unless ``name`` is a restoration model the servers have."""
+    restorers = sorted(m["name"] for m in catalog.get("models", []) if m.get("task", "upscale") != "upscale")
+    if name not in restorers:
+        raise CatalogError(f"--restore {name!r} is not a restoration model the servers have: {restorers}")
+
+
 def _message(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["message"])

@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder (the input tree is mirrored below it)")
     p.add_argument("--model", required=True, help="model name (GET /v1/models lists them)")
-    p.add_argument("--scale", type=float, help="upscale factor (or give --width and/or --height)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        help="upscale factor, or give --width and/or --height (default: the server's, 2; 1 for restoration models)",
+    )
+    p.add_argument("--restore", help="a restoration model (dejpeg, denoise) run before the upscaler, in the same job")
     p.add_argument("--width", type=int, help="output width in px; alone, the height keeps the aspect")
     p.add_argument("--height", type=int, help="output height in px; alone, the width keeps the aspect")
     p.add_argument("--format", choices=sorted(FORMAT_SUFFIX), default="png", help="output format")
@@ -75,8 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.scale is None and args.width is None and args.height is None:
-        parser.error("give --scale, or --width and/or --height")
     if args.scale is not None and (args.width is not None or args.height is not None):
         parser.error("give either --scale or --width/--height, not both")
     if args.concurrency < 1 or args.retries < 0 or args.timeout <= 0 or (args.scale is not None and args.scale <= 0):
@@ -97,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {display(out_dir)} is not a folder")
     urls = args.urls or [DEFAULT_URL]
     try:  # before any folder is made or file sent
-        catalog.check(catalog.fetch(urls, api_key=api_key, timeout_s=min(args.timeout, 30.0)), args.model, args.scale)
+        models = catalog.fetch(urls, api_key=api_key, timeout_s=min(args.timeout, 30.0))
+        catalog.check(models, args.model, args.scale)
+        if args.restore is not None:
+            catalog.check_restore(models, args.restore)
     except catalog.CatalogError as e:
         print(f"srbatch: {e}", file=sys.stderr)
         return 2
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     remove_stale_temporaries(out_dir)
 
     params: dict[str, object] = {"model": args.model, "format": args.format, "priority": args.priority}
-    for name in ("scale", "width", "height"):
+    for name in ("scale", "width", "height", "restore"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.quality is not None:

@@ -37,6 +37,7 @@ class ModelSpec:
         scales: integer scales a learned model is built for; empty for resizers
             (which take any factor or target size).
         description: one line for humans (``/v1/models``, ``--help``).
+        task: ``"upscale"``, or the restoration an x1 model does (``"dejpeg"``, ``"denoise"``).
     """
 
     name: str
@@ -44,6 +45,7 @@ class ModelSpec:
     kind: ModelKind
     scales: tuple[int, ...] = ()
     description: str = ""
+    task: str = "upscale"
 
 
 class Registry:
@@ -59,11 +61,12 @@ class Registry:
         kind: ModelKind,
         scales: tuple[int, ...] = (),
         description: str = "",
+        task: str = "upscale",
     ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
         """Class decorator that registers ``builder`` under ``name``."""
 
         def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-            self.add(ModelSpec(name, builder, kind, tuple(scales), description))
+            self.add(ModelSpec(name, builder, kind, tuple(scales), description, task))
             return builder
 
         return decorator

@@ -5,6 +5,7 @@
 # per architecture, one thread each (2-core machine). Every srtrain call passes
 # --resume, so rerunning this script continues an interrupted run from runs/.
 # Longer training: raise the step counts, e.g. ESPCN_X2=30000 scripts/train_weights.sh
+# Then dejpeg and denoise (x1), in parallel, one thread each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -33,3 +34,14 @@ chain espcn "${ESPCN_X2:-12000}" "${ESPCN_FT:-9000}" "${ESPCN_REFINE:-4000}" \
 chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" \
   features=56 shrink=24 num_maps=4 >>runs/deconv.log 2>&1 &
 wait
+
+# The x1 restoration models (degradations made on the fly; RESTORE=0 skips them).
+restore() {  # restore TASK STEPS LR WARMUP
+  "$BIN/srtrain" "$1" --arch features=16 max_features=64 --steps "$2" --val-every 1000 --patch 48 --batch 16 \
+    --lr "$3" --warmup "$4" --threads 1 --quiet --resume --run-dir "runs/$1_x1"
+}
+if [ "${RESTORE:-1}" != 0 ]; then
+  restore dejpeg "${DEJPEG_STEPS:-6000}" 5e-4 300 >>runs/dejpeg.log 2>&1 &
+  restore denoise "${DENOISE_STEPS:-6000}" 5e-4 300 >>runs/denoise.log 2>&1 &
+  wait
+fi

@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from srserve.client.cli import HelpFormatter
 from srserve.client.inputs import FORMAT_SUFFIX, IMAGE_SUFFIXES, discover, display, plan_outputs
 from srserve.files import write_atomic
+from srserve.models import MODELS
 from srserve.models.allocator import keep_large_allocations
 from srserve.models.catalog import DEFAULT_WEIGHTS_DIR
 from srserve.models.device import DEVICE_HELP, resolve_device
 from srserve.models.registry import UnknownModelError
 from srserve.service.imageio import OUTPUT_FORMATS, ImageError, decode, encode_result_into
 from srserve.service.model_pool import ModelPool
-from srserve.service.routing import RequestError, resolve
+from srserve.service.routing import RequestError, default_scale, resolve
 from srserve.service.windows import run_route
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -32,8 +34,11 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", type=Path, help="an image file, or a folder of them (walked recursively)")
     p.add_argument("output", type=Path, help="the output file, or the output folder for a folder")
-    p.add_argument("--model", default="espcn", help="registry name: espcn, deconv or a resizer such as bicubic")
-    p.add_argument("--scale", type=float, help="upscale factor (default: the model's smallest trained scale)")
+    p.add_argument(
+        "--model", default="espcn", help="registry name: espcn, deconv, dejpeg, denoise or a resizer such as bicubic"
+    )
+    p.add_argument("--scale", type=float, help="upscale factor (default: 2; 1 for restoration models)")
+    p.add_argument("--restore", help="a restoration model (dejpeg, denoise) run on the image first")
     p.add_argument("--width", type=int, help="output width in px; with --height, resize to exactly that size")
     p.add_argument("--height", type=int, help="output height in px")
     p.add_argument(
@@ -77,22 +82,34 @@ def upscale(args: argparse.Namespace) -> int:
         print(f"srserve: {e}", file=sys.stderr)
         return 2
     try:
-        pool = ModelPool(device=device, weights_dir=args.weights, enabled=[args.model])
+        if args.restore is not None and MODELS.get(args.restore).task == "upscale":
+            restorers = [n for n in MODELS.names("learned") if MODELS.get(n).task != "upscale"]
+            raise ValueError(f"--restore {args.restore!r} is not a restoration model; those are {restorers}")
+        names = [args.model] if args.restore in (None, args.model) else [args.model, args.restore]
+        pool = ModelPool(device=device, weights_dir=args.weights, enabled=names)
         pool.load()
     except (OSError, ValueError, UnknownModelError) as e:
         print(f"srserve: {e}", file=sys.stderr)
         return 2
+    scale = args.scale
+    if scale is None and args.width is None and args.height is None:
+        scale = default_scale(args.model)
     failed = 0
     for source, output, fmt in jobs:
         if args.skip_existing and output.exists():
             continue
         try:
             image = decode(source.read_bytes(), max_pixels=args.max_pixels)
+            if args.restore is not None:  # as the service does: restored pixels straight into the model
+                restored = resolve(pool, args.restore, in_size=(image.height, image.width), scale=1)
+                image = replace(image, pixels=run_route(pool, restored, image.pixels))
             route = resolve(
                 pool,
                 args.model,
                 in_size=(image.height, image.width),
-                scale=args.scale,
+                scale=default_scale(args.model)
+                if args.scale is None and args.width is None and args.height is None
+                else args.scale,
                 width=args.width,
                 height=args.height,
             )

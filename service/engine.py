@@ -17,7 +17,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -50,8 +50,18 @@ class DeviceOutOfMemory(Exception):
 
 
 @dataclass(eq=False)
+class Stage:
+    """A later model of a chained request (restore, then upscale): planned and admitted up front,
+    queued by the worker when the stage before it is done."""
+
+    route: Route
+    plan: Plan
+    factor: float  # the route's calibration at admission
+
+
+@dataclass(eq=False)
 class Job:
-    """One request's work: its LR pixels, its output, and how many tiles remain."""
+    """One request's work: its LR pixels, its output, and how many tiles remain (of this stage)."""
 
     route: Route
     pixels: np.ndarray
@@ -61,6 +71,10 @@ class Job:
     deadline: float
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    rank: int = 0
+    into_image: bool = False  # the last stage stitches into a Pillow image
+    later: list[Stage] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)  # every stage's, for the X-Tile-Plan header
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None  # when its first tile's batch began
     predicted_s: float = 0.0  # admission's expected wait plus own compute, before the wait correction
@@ -90,6 +104,7 @@ class Launched:
 @dataclass(eq=False)
 class Work:
     job: Job
+    route: Route  # the job's route when this window was queued (a chained job moves on)
     tile: Tile | None  # None: the whole image in one piece
     planned_s: float  # the cost model's prediction for this window
     cost_s: float  # the same, calibrated when queued: what it adds to the wait
@@ -208,20 +223,32 @@ class Engine:
         priority: Priority = Priority.NORMAL,
         arrived: Callable[[], None] | None = None,
         into_image: bool = False,
+        then: Sequence[Route] = (),
     ) -> Job:
         """Queue one request; raises :class:`QueueFull` when it is not admitted.
 
         ``arrived`` (from :meth:`arriving`) is called just before the work is queued.
         ``into_image``: stitch 8-bit RGB output into a Pillow image (what the
         encoder reads) instead of an array, so a large result exists once.
+        ``then``: routes that run after ``route`` on its output, on the device, as
+        one job (restore, then upscale); admitted now for the time of all of them.
         """
         h, w = pixels.shape[:2]
         plan = self.plan_for(route, h, w)
         tiles = len(plan.tiles)
         rank = priority.rank
+        later_routes = list(then)
+        later_plans = []
+        size = route.out_size
+        for later_route in later_routes:
+            later_plans.append(self.plan_for(later_route, *size))
+            size = later_route.out_size
         with self._lock:
             factor = self._waits.calibration(route.key)
-            own = factor * plan.seconds
+            later = [
+                Stage(r, p, self._waits.calibration(r.key)) for r, p in zip(later_routes, later_plans, strict=True)
+            ]
+            own = factor * plan.seconds + sum(s.factor * s.plan.seconds for s in later)
             now = time.monotonic()
             predicted = self._waits.admit(rank, own, now, queue_empty=not self._queued)
             if self._queued and self._queued + tiles > self.max_queue_tiles:
@@ -235,29 +262,61 @@ class Engine:
             self._waits.queued(rank, own)
             self._publish_queue_locked()
         try:
-            out = new_output(route, pixels, as_image=into_image)
+            out = new_output(route, pixels, as_image=into_image and not later)
         except BaseException:  # e.g. MemoryError for a huge output: its capacity goes back
             with self._lock:
                 self._queued -= tiles
                 self._waits.withdrawn(rank, own)
                 self._publish_queue_locked()
             raise
-        name = route.entry.name
-        self.metrics.image_pixels.labels(name).inc(plan.image_pixels)
-        self.metrics.computed_pixels.labels(name).inc(plan.computed_pixels)
+        for r, p in [(route, plan), *((s.route, s.plan) for s in later)]:
+            self.metrics.image_pixels.labels(r.entry.name).inc(p.image_pixels)
+            self.metrics.computed_pixels.labels(r.entry.name).inc(p.computed_pixels)
         loop = asyncio.get_running_loop()
-        job = Job(route, pixels, out, plan, tiles, deadline, loop.create_future(), loop, predicted_s=predicted)
+        job = Job(
+            route,
+            pixels,
+            out,
+            plan,
+            tiles,
+            deadline,
+            loop.create_future(),
+            loop,
+            rank=rank,
+            into_image=into_image,
+            later=later,
+            plans=[plan, *later_plans],
+            predicted_s=predicted,
+        )
+        items = self._items(job, route, plan, factor)
+        if arrived is not None:
+            arrived()
+        self._source.put(Message(items, rank))
+        return job
+
+    def _items(self, job: Job, route: Route, plan: Plan, factor: float) -> list[tuple[tuple, Work]]:
+        """The queue entries of one stage's windows, keyed by what may batch together."""
         shape = (*plan.window, route.size_arg) if not route.tiled else plan.window
         key = (route.key, shape)
         if key not in self._batch_limits:
             best = route.entry.cost.best_batch(plan.window[0] * plan.window[1])
             self._batch_limits[key] = max(1, min(self.max_batch_tiles, best))
-        per_window = plan.seconds / tiles
-        items = [(key, Work(job, t, per_window, factor * per_window, rank)) for t in plan.tiles]
-        if arrived is not None:
-            arrived()
-        self._source.put(Message(items, rank))
-        return job
+        per_window = plan.seconds / len(plan.tiles)
+        return [(key, Work(job, route, t, per_window, factor * per_window, job.rank)) for t in plan.tiles]
+
+    def _next_stage(self, job: Job) -> None:
+        """(Worker) queue the next model of a chained job on the output of the one just done."""
+        stage = job.later.pop(0)
+        pixels = job.out
+        assert isinstance(pixels, np.ndarray)  # only the last stage stitches into an image
+        job.route, job.plan, job.pixels = stage.route, stage.plan, pixels
+        job.out = new_output(stage.route, pixels, as_image=job.into_image and not job.later)
+        job.remaining = len(stage.plan.tiles)
+        items = self._items(job, stage.route, stage.plan, stage.factor)
+        with self._lock:  # its predicted seconds were queued at admission
+            self._queued += len(items)
+            self._publish_queue_locked()
+        self._source.put(Message(items, job.rank))
 
     def _publish_queue_locked(self) -> None:
         """Set the queue gauges; the caller holds the lock, so they match the accounting."""
@@ -278,7 +337,8 @@ class Engine:
                 predict(module, windows, device=self.pool.device, precision=precision)
 
             started = time.monotonic()
-            entry.cost = measure(run, max_side=self.pool.window, max_batch=self.max_batch_tiles)
+            side = entry.max_window(self.pool.window)
+            entry.cost = measure(run, max_side=side, max_batch=self.max_batch_tiles)
             log.info("measured %s x%d in %.1f s", entry.name, int(entry.scale), time.monotonic() - started)
         if self.pool.device.type == "cuda":
             torch.cuda.synchronize(self.pool.device)
@@ -347,7 +407,7 @@ class Engine:
 
     def _launch(self, items: list[Work]) -> Launched | None:
         """Cut and stack the windows and start them on the device (None: failed, or handled by splitting)."""
-        route = items[0].job.route
+        route = items[0].route
         entry = route.entry
         start = time.monotonic()
         jobs = list(dict.fromkeys(w.job for w in items))
@@ -366,7 +426,7 @@ class Engine:
 
     def _batch_failed(self, items: list[Work], jobs: list[Job], e: Exception, *, split: bool) -> None:
         """Out of memory: split the batch and run the halves before failing anyone; else fail the batch."""
-        entry = items[0].job.route.entry
+        entry = items[0].route.entry
         if is_oom(e):
             if self.pool.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -391,7 +451,7 @@ class Engine:
     def _complete(self, launched: Launched) -> None:
         """Wait for a launched batch, paste each window's core into its request, settle finished requests."""
         items, jobs = launched.items, launched.jobs
-        route = items[0].job.route
+        route = items[0].route
         try:
             results = launched.pending.wait()
         except Exception as e:
@@ -414,7 +474,12 @@ class Engine:
                     continue
                 place(job.out, work.tile, result, route.scale)
                 job.remaining -= 1
-                if job.remaining == 0:
+                if job.remaining == 0 and job.later:
+                    try:
+                        self._next_stage(job)
+                    except Exception as e:  # e.g. no memory for the next output: this job only
+                        self._fail(job, e)
+                elif job.remaining == 0:
                     job.finished = True
                     job.pixels = job.pixels[:0, :0]  # the input is not needed any more
                     job.loop.call_soon_threadsafe(_settle, job.future, job.out, None)

@@ -30,6 +30,13 @@ class ModelEntry:
     radius: int
     card: dict[str, Any] | None = None
     precision: str = "fp32"
+    grid: int = 1  # windows start on multiples of this (2**depth for a network that pools)
+    min_window: int = 0  # the smallest window worth cutting for this model's halo (0: any)
+
+    def max_window(self, configured: int) -> int:
+        """SR_TILE_SIZE, or this model's smallest useful window if its halo needs more."""
+        return max(configured, self.min_window)
+
     cost: CostModel = field(default_factory=CostModel)  # measured at warm-up; the flat prior until then
 
     @property
@@ -76,10 +83,17 @@ class ModelPool:
             for scale in learned_scales(name, self.weights_dir):
                 module, card = get_upsampler(name, scale, weights_dir=self.weights_dir, device=self.device)
                 radius = int(module.receptive_radius)
-                if self.window <= 2 * radius:
-                    raise ValueError(f"tile window {self.window} must exceed twice {name}'s radius {radius}")
+                grid = int(getattr(module, "grid", 1))
                 learned[(name, scale)] = ModelEntry(
-                    name, "learned", module, radius, card, self.precision.get(name, "fp32")
+                    name,
+                    "learned",
+                    module,
+                    radius,
+                    card,
+                    self.precision.get(name, "fp32"),
+                    grid=grid,
+                    # A window under 2x the halo holds no core; under 4x it computes mostly halo.
+                    min_window=-(-4 * radius // grid) * grid,
                 )
         self.learned = learned
 

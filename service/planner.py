@@ -69,7 +69,7 @@ def whole(height: int, width: int, cost: CostModel) -> Plan:
     return Plan(height, width, 1, 1, (height, width), (None,), cost.window_seconds(height * width))
 
 
-def _axis_options(length: int, halo: int, max_side: int) -> list[tuple[int, int]]:
+def _axis_options(length: int, halo: int, max_side: int, align: int = 1) -> list[tuple[int, int]]:
     """``(count, window)`` pairs for one axis: the fewest windows that fit ``max_side``, a few more,
     and the counts whose windows come nearest each of ``TARGET_SIDES``."""
     counts: set[int] = set()
@@ -82,7 +82,7 @@ def _axis_options(length: int, halo: int, max_side: int) -> list[tuple[int, int]
     options = []
     for count in sorted(c for c in counts if c >= 1):
         try:
-            window = window_length(length, count, halo)
+            window = window_length(length, count, halo, align)
         except ValueError:  # more windows than this axis can hold
             break
         if window <= max_side:
@@ -92,15 +92,23 @@ def _axis_options(length: int, halo: int, max_side: int) -> list[tuple[int, int]
 
 @lru_cache(maxsize=4096)
 def choose(
-    height: int, width: int, *, halo: int, max_side: int, cost: CostModel, max_overhead: float = MAX_OVERHEAD
+    height: int,
+    width: int,
+    *,
+    halo: int,
+    max_side: int,
+    cost: CostModel,
+    max_overhead: float = MAX_OVERHEAD,
+    align: int = 1,
 ) -> Plan:
-    """The cheapest grid of windows no larger than ``max_side`` for an ``height x width`` image."""
+    """The cheapest grid of windows no larger than ``max_side`` for an ``height x width`` image
+    (windows starting on multiples of ``align``: see :mod:`srserve.service.tiling`)."""
     if max_side <= 2 * halo:
         raise ValueError(f"window side {max_side} must exceed twice the halo {halo}")
     pixels = height * width
     candidates = []  # (computed pixels, seconds, rows, cols, window h, window w)
-    col_options = _axis_options(width, halo, max_side)
-    for rows, win_h in _axis_options(height, halo, max_side):
+    col_options = _axis_options(width, halo, max_side, align)
+    for rows, win_h in _axis_options(height, halo, max_side, align):
         for cols, win_w in col_options:
             count = rows * cols
             candidates.append(
@@ -116,4 +124,4 @@ def choose(
         fastest = min(c[1] for c in within)
         best = min(c for c in within if c[1] <= fastest * (1 + NOISE))
     _, seconds, rows, cols, win_h, win_w = best
-    return Plan(height, width, rows, cols, (win_h, win_w), tuple(grid(height, width, rows, cols, halo)), seconds)
+    return Plan(height, width, rows, cols, (win_h, win_w), tuple(grid(height, width, rows, cols, halo, align)), seconds)

@@ -43,6 +43,15 @@ class Route:
         return self.size_arg
 
 
+#: The scale of an upscale request that gives neither scale nor width/height.
+DEFAULT_SCALE = 2.0
+
+
+def default_scale(model: str) -> float:
+    """1 for restoration (x1) models, else :data:`DEFAULT_SCALE`."""
+    return 1.0 if model in MODELS and MODELS.get(model).task != "upscale" else DEFAULT_SCALE
+
+
 def check_name(pool: ModelPool, name: str) -> None:
     """RequestError unless ``pool`` serves ``name``."""
     if name not in pool.names:

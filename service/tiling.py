@@ -11,6 +11,12 @@ Along one axis an image is cut into ``n`` windows of one length, spread evenly
 from the first pixel to the last: the only pixels computed twice are the
 overlaps that the halos need (``2 * halo`` per seam, plus rounding), so a cut
 into few windows costs barely more than the image itself.
+
+A network that pools (``models/unpool.py``) is shift-equivariant only by
+multiples of its grid (``2 ** depth``): with ``align`` every window starts on
+that grid, counted from the image's first pixel, so it pools exactly as the
+whole image does; the last window ends at the image's end, so its length is
+the image's length modulo the grid.
 """
 
 from __future__ import annotations
@@ -44,35 +50,41 @@ class Tile:
         return self.rows.length, self.cols.length
 
 
-def _starts(length: int, count: int, window: int) -> list[int]:
+def _starts(length: int, count: int, window: int, align: int = 1) -> list[int]:
     if count == 1:
         return [0]
-    return [i * (length - window) // (count - 1) for i in range(count)]
+    steps = (length - window) // align  # a whole number of grid steps: see window_length
+    return [align * (i * steps // (count - 1)) for i in range(count)]
 
 
-def window_length(length: int, count: int, halo: int) -> int:
-    """The shortest window with which ``count`` evenly spread windows cover ``length`` with ``halo``."""
-    if length < 1 or count < 1:
-        raise ValueError(f"length and count must be positive, got {length}, {count}")
+def window_length(length: int, count: int, halo: int, align: int = 1) -> int:
+    """The shortest window with which ``count`` evenly spread windows cover ``length`` with ``halo``,
+    starting on multiples of ``align``."""
+    if length < 1 or count < 1 or align < 1:
+        raise ValueError(f"length, count and align must be positive, got {length}, {count}, {align}")
     if count == 1:
         return length
     window = max(2 * halo + 1, -(-(length + 2 * halo * (count - 1)) // count))
+    window += (length - window) % align  # the last window, ending at the image's end, starts on the grid
     while window <= length:
-        starts = _starts(length, count, window)
+        starts = _starts(length, count, window, align)
         if all(a + window - b >= 2 * halo for a, b in itertools.pairwise(starts)):
             return window
-        window += 1  # rounding of the starts left one overlap short
+        window += align  # rounding of the starts left one overlap short
     raise ValueError(f"{count} windows cannot cover {length} px with a halo of {halo}")
 
 
-def spans(length: int, count: int, halo: int, window: int | None = None) -> list[Span]:
-    """``count`` windows of ``window`` px (default: the shortest that works), cores disjoint, covering ``length``."""
-    window = window_length(length, count, halo) if window is None else window
+def spans(length: int, count: int, halo: int, window: int | None = None, align: int = 1) -> list[Span]:
+    """``count`` windows of ``window`` px (default: the shortest that works), cores disjoint, covering ``length``;
+    every window starts on a multiple of ``align``."""
+    window = window_length(length, count, halo, align) if window is None else window
     if count == 1:
         if window != length:
             raise ValueError("a single window is the whole axis")
         return [Span(0, length, 0, length)]
-    starts = _starts(length, count, window)
+    if (length - window) % align:
+        raise ValueError(f"windows of {window} px cannot start on a {align}-px grid and end at {length}")
+    starts = _starts(length, count, window, align)
     cuts = [0]
     for a, b in itertools.pairwise(starts):
         overlap = a + window - b
@@ -83,9 +95,9 @@ def spans(length: int, count: int, halo: int, window: int | None = None) -> list
     return [Span(s, window, lo, hi) for s, lo, hi in zip(starts, cuts, cuts[1:], strict=False)]
 
 
-def grid(height: int, width: int, rows: int, cols: int, halo: int) -> list[Tile]:
+def grid(height: int, width: int, rows: int, cols: int, halo: int, align: int = 1) -> list[Tile]:
     """``rows x cols`` windows of one shape covering an ``height x width`` image, row-major."""
-    return [Tile(r, c) for r in spans(height, rows, halo) for c in spans(width, cols, halo)]
+    return [Tile(r, c) for r in spans(height, rows, halo, align=align) for c in spans(width, cols, halo, align=align)]
 
 
 def cut(pixels: np.ndarray, tile: Tile) -> np.ndarray:

@@ -25,7 +25,8 @@ def plan_windows(route: Route, height: int, width: int, max_side: int) -> Plan:
     entry = route.entry
     if not route.tiled:
         return planner.whole(height, width, entry.cost)
-    return planner.choose(height, width, halo=entry.radius, max_side=max_side, cost=entry.cost)
+    side = entry.max_window(max_side)
+    return planner.choose(height, width, halo=entry.radius, max_side=side, cost=entry.cost, align=entry.grid)
 
 
 def new_output(route: Route, pixels: np.ndarray, *, as_image: bool = False) -> np.ndarray | Image.Image:

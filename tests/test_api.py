@@ -90,7 +90,9 @@ def test_health_ready_and_metrics(client: TestClient) -> None:
 def test_models_lists_scales_parameters_fields_and_psnr(client: TestClient) -> None:
     body = client.get("/v1/models").json()
     by_name = {m["name"]: m for m in body["models"]}
-    assert set(by_name) == {"nearest", "nearest-exact", "bilinear", "bicubic", "area", "espcn", "deconv"}
+    resizers = {"nearest", "nearest-exact", "bilinear", "bicubic", "area"}
+    assert set(by_name) == {*resizers, "espcn", "deconv", "dejpeg", "denoise"}
+    assert {n for n, m in by_name.items() if m["any_scale"]} == resizers
     for name in ("espcn", "deconv"):
         m = by_name[name]
         assert m["scales"] == [2, 3, 4]

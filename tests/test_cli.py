@@ -113,3 +113,16 @@ def test_serve_refuses_bad_settings_at_start(monkeypatch: pytest.MonkeyPatch, ca
     monkeypatch.setenv("SR_PRECISION", '{"espcn": "fp8"}')
     assert main(["serve"]) == 2
     assert "SR_PRECISION_ESPCN" in capsys.readouterr().err
+
+
+def test_restore_then_upscale_locally(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    Image.fromarray(smooth_image(30, 40)).save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(tmp_path / "in.png"), str(out), "--scale", "2", "--restore", "denoise"]) == 0
+    with Image.open(out) as im:
+        assert im.size == (80, 60)
+    assert main(["upscale", str(tmp_path / "in.png"), str(out), "--model", "dejpeg"]) == 0  # x1 by default
+    with Image.open(out) as im:
+        assert im.size == (40, 30)
+    assert main(["upscale", str(tmp_path / "in.png"), str(out), "--restore", "bicubic"]) == 2
+    assert "not a restoration model" in capsys.readouterr().err

@@ -301,3 +301,46 @@ def test_a_failed_output_allocation_gives_its_capacity_back() -> None:
         assert sample(engine, "srserve_queued_tiles") == engine.queued_tiles == 1
 
     asyncio.run(scenario())
+
+
+class Inverter(nn.Module):
+    """An x1 'restoration' that inverts the image, so its stage is visible in the result."""
+
+    scale = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return 1.0 - x
+
+
+def test_a_chained_job_restores_then_upscales_and_both_stages_batch_across_requests() -> None:
+    doubler, inverter = Doubler(), Inverter()
+    engine, up = make_engine(doubler, max_batch_delay_s=0.2, max_queue_tiles=1000)
+    restore_entry = ModelEntry("inverter", "learned", inverter, radius=0)
+
+    def chain(pixels: np.ndarray) -> tuple[Route, Route]:
+        h, w = pixels.shape[:2]
+        return Route(restore_entry, ("learned", "inverter", 1), (h, w), True, 1), route_for(up, pixels)
+
+    async def scenario() -> list:
+        jobs = []
+        for value in (10, 20, 30):
+            pixels = image(value, 16, 16)
+            first, second = chain(pixels)
+            jobs.append(engine.submit(first, pixels, time.monotonic() + 10, then=[second]))
+        results = await asyncio.gather(*(j.future for j in jobs))
+        assert [len(j.plans) for j in jobs] == [2, 2, 2]
+        return results
+
+    engine.start()
+    results = asyncio.run(scenario())
+    engine.stop(5)
+    for value, out in zip((10, 20, 30), results, strict=True):
+        assert np.array_equal(out, image(255 - value, 32, 32))  # inverted, then doubled
+    assert max(inverter.batches) > 1 and max(doubler.batches) > 1  # each stage batched across requests
+    assert engine.queued_tiles == 0 and sample(engine, "srserve_queued_tiles") == 0
+    assert sample(engine, "srserve_image_pixels_total", model="inverter") == 3 * 16 * 16

@@ -81,3 +81,22 @@ def test_bicubic_reproduces_the_published_set5_numbers() -> None:
     images = [(p.name, load_rgb(p)) for p in list_images(DATASETS / "set5")]
     for scale, expected in [(2, 33.64), (3, 30.38), (4, 28.42)]:
         assert mean(score(pil_bicubic, images, scale))[0] == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "level"), [("dejpeg", ["--quality", "20"]), ("denoise", ["--sigma", "25"])])
+def test_sreval_restoration_tasks(task: str, level: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder, out = tmp_path / "images", tmp_path / "cmp"
+    folder.mkdir()
+    for i in range(2):  # small: CBM3D takes seconds per image
+        Image.fromarray(smooth_image(40, 36, seed=i)).save(folder / f"{i}.png")
+    args = [str(folder), "--task", task, *level, "--weights", str(WEIGHTS), "--compare", str(out), "--crop", "32"]
+    assert sreval.main(args) == 0
+    text = capsys.readouterr().out
+    assert "RGB PSNR" in text and f"{task} input" in text and f"\n{task} " in text
+    if task == "denoise":
+        assert "\nCBM3D " in text  # the baseline of the target (bm3d comes with the test extra)
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 2  # degraded | restored | truth, per image
+    with Image.open(pngs[0]) as im:
+        assert im.size == (3 * 32 + 2 * 4, 32)

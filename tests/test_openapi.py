@@ -51,6 +51,7 @@ def test_schemathesis_finds_every_answer_as_documented(tmp_path: Path) -> None:
             text=True,
             timeout=300,
             check=False,
+            cwd=tmp_path,  # its cache (.schemathesis/) goes there, not into the checkout
         )
         server_log = s.output()
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

@@ -11,9 +11,11 @@ from srserve.models.registry import DuplicateModelError, ModelSpec, Registry, Un
 
 def test_every_architecture_is_registered() -> None:
     assert MODELS.names("resize") == ["area", "bicubic", "bilinear", "nearest", "nearest-exact"]
-    assert MODELS.names("learned") == ["deconv", "espcn"]
-    for name in MODELS.names("learned"):
-        assert MODELS.get(name).scales == (2, 3, 4)
+    assert MODELS.names("learned") == ["deconv", "dejpeg", "denoise", "espcn"]
+    for name in ("deconv", "espcn"):
+        assert MODELS.get(name).scales == (2, 3, 4) and MODELS.get(name).task == "upscale"
+    for name in ("dejpeg", "denoise"):
+        assert MODELS.get(name).scales == (1,) and MODELS.get(name).task == name
 
 
 def test_unknown_name_lists_known_ones() -> None:

@@ -236,7 +236,6 @@ def test_api_key_is_sent(tmp_path: Path) -> None:
         [],
         ["x.png"],
         ["x.png", "--out", "o", "--model", "espcn"],
-        ["{src}", "--out", "o", "--model", "espcn"],
         ["{src}", "--out", "o", "--model", "espcn", "--scale", "2", "--width", "10"],
         ["missing-file.png", "--out", "o", "--model", "m", "--scale", "2"],
         ["{src}", "--out", "o", "--model", "m", "--scale", "2", "--concurrency", "0"],
@@ -345,3 +344,13 @@ def test_help_shows_every_default() -> None:
     from tests.test_cli import assert_help_shows_defaults
 
     assert_help_shows_defaults(build_parser())
+
+
+def test_restore_runs_before_the_upscaler(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    imagegen.rgb(20, 30).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert run(server.url, out, [tmp_path / "a.png"], "--restore", "dejpeg", model="espcn", scale=2) == 0
+    with Image.open(out / "a.png") as im:
+        assert im.size == (60, 40)
+    assert run(server.url, tmp_path / "o2", [tmp_path / "a.png"], "--restore", "bicubic") == 2
+    assert "not a restoration model" in capsys.readouterr().err

@@ -99,3 +99,18 @@ def test_api_docs_render_offline(server: Server) -> None:
         page.get_by_text("priority", exact=True).first.wait_for(timeout=10_000)
         browser.close()
     assert outside == []
+
+
+def test_restore_first_then_upscale(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "noisy.png"
+    imagegen.rgb(30, 50).save(source)
+    restorers = page.eval_on_selector_all("#restore option", "els => els.map(e => e.value)")
+    assert restorers == ["", "dejpeg", "denoise"]
+    page.select_option("#model", "bicubic")  # a resizer: any factor
+    assert page.eval_on_selector_all("#scale option", "els => els.map(e => e.value)") == ["2", "3", "4", "1.5"]
+    page.select_option("#model", "espcn")
+    page.set_input_files("#image", str(source))
+    page.select_option("#restore", "denoise")
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')", timeout=60_000)
+    assert page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]") == [100, 60]

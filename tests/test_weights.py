@@ -89,9 +89,9 @@ def test_pickle_is_never_loaded(tmp_path: Path) -> None:
 SHIPPED = sorted(WEIGHTS.glob("*.safetensors"))
 
 
-def test_every_learned_model_ships_three_scales() -> None:
+def test_every_learned_model_ships_every_scale() -> None:
     have = {(arch, scale) for arch, scale, _ in available(WEIGHTS)}
-    assert have == {(n, s) for n in MODELS.names("learned") for s in (2, 3, 4)}
+    assert have == {(n, s) for n in MODELS.names("learned") for s in MODELS.get(n).scales}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -109,7 +109,13 @@ def test_shipped_card_matches_model_and_file(path: Path) -> None:
     training = card["training"]
     for key in ("data", "recipe", "wall_time_s", "steps_run", "command"):
         assert key in training
-    assert card["metrics"]["validation"]["psnr_y"] > 20
+    if card["scale"] == 1:  # restoration: RGB numbers at the task's level, its degradation, its CPU cost
+        assert card["task"] == card["architecture"] and card["parameters"] < 1_000_000
+        assert training["data"]["degradation"]["task"] == card["task"]
+        assert card["metrics"]["validation"]["psnr_rgb"] > 20
+        assert card["cpu_seconds_per_megapixel"]["seconds"] > 0
+    else:
+        assert card["metrics"]["validation"]["psnr_y"] > 20
     # The model runs and keeps the size contract.
     assert model(torch.rand(1, 3, 9, 7)).shape == (1, 3, 9 * card["scale"], 7 * card["scale"])
 
@@ -124,6 +130,18 @@ def test_card_psnr_reproduces_on_set5(path: Path) -> None:
 
     card = read_card(path)
     model, _ = load_model(path)
+    if card["scale"] == 1:  # restoration: the degraded set5 at the task's level, RGB
+        from srserve.models.training.degrade import TASKS
+        from srserve.models.training.restoration import evaluate
+
+        measured, recorded = (
+            evaluate(model, TASKS[card["task"]], DATASETS / "set5", torch.device("cpu")),
+            card["metrics"]["set5"],
+        )
+        assert measured["psnr_rgb"] == pytest.approx(recorded["psnr_rgb"], abs=0.005)
+        assert measured["ssim_rgb"] == pytest.approx(recorded["ssim_rgb"], abs=0.0005)
+        assert measured["input_psnr_rgb"] == recorded["input_psnr_rgb"]  # the degradation is deterministic
+        return
     images = [(p.name, load_rgb(p)) for p in list_images(DATASETS / "set5")]
     psnr, ssim = mean(score(lambda lr, _s: upscale_array(model, lr), images, card["scale"]))
     assert psnr == pytest.approx(card["metrics"]["set5"]["psnr_y"], abs=0.005)

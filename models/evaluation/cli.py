@@ -17,8 +17,10 @@ from srserve.models import MODELS
 from srserve.models.allocator import keep_large_allocations
 from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 from srserve.models.device import DEVICE_HELP, resolve_device
+from srserve.models.evaluation import restoration
 from srserve.models.evaluation.protocol import Upscaler, list_images, load_rgb, mean, pair, pil_bicubic, score
 from srserve.models.imageops import upscale_array
+from srserve.models.training.degrade import TASKS
 from srserve.models.weights import WeightsError
 
 BASELINE = "bicubic(PIL)"
@@ -35,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=Path, help="write bicubic | model | ground-truth crops here")
     p.add_argument("--crop", type=int, default=192, help="side of the comparison crops (HR px)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--task", choices=sorted(TASKS), help="evaluate an x1 restoration model instead of upscalers")
+    p.add_argument("--quality", type=int, default=20, help="--task dejpeg: the JPEG quality of the inputs")
+    p.add_argument("--sigma", type=float, default=25.0, help="--task denoise: the noise sigma (8-bit units)")
     return p
 
 
@@ -58,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"sreval: {e}", file=sys.stderr)
         return 2
+    if args.task is not None:
+        level = args.quality if args.task == "dejpeg" else args.sigma
+        arrays = [(name, np.asarray(image)) for name, image in images]
+        return restoration.evaluate(
+            args.task, level, arrays, args.weights, device, args.compare, args.crop, side_by_side
+        )
     methods: dict[str, dict[int, Upscaler]] = {BASELINE: {s: pil_bicubic for s in args.scales}}
     for name in args.models:
         methods[name] = {}

@@ -7,11 +7,13 @@ import json
 import platform
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from srserve.models import MODELS
 from srserve.models.allocator import keep_large_allocations
@@ -20,7 +22,9 @@ from srserve.models.evaluation.protocol import list_images, load_rgb, mean, scor
 from srserve.models.imageops import upscale_array
 from srserve.models.training.checkpoint import init_from
 from srserve.models.training.data import load_pairs, split
-from srserve.models.training.trainer import Recipe, train
+from srserve.models.training.degrade import TASKS, Degradation
+from srserve.models.training.restoration import cpu_seconds_per_megapixel, evaluate, restoration_task
+from srserve.models.training.trainer import Recipe, sr_task, train
 from srserve.models.weights import save_weights, sha256_file, weights_stem
 
 DEFAULT_DATA = Path("../shared/datasets/sun_hays80")
@@ -45,7 +49,7 @@ def parse_arch_args(items: list[str]) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="srtrain", description=__doc__)
     p.add_argument("model", choices=MODELS.names("learned"), help="registered learned model")
-    p.add_argument("--scale", type=int, required=True, help="upscale factor")
+    p.add_argument("--scale", type=int, help="upscale factor (x1 restoration models: 1, the default)")
     p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE", help="architecture keyword arguments")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of HR training images")
     p.add_argument("--val-count", type=int, default=6, help="images held out for validation")
@@ -79,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"srtrain: {e}", file=sys.stderr)
         return 2
+    task = MODELS.get(args.model).task
+    if args.scale is None:
+        if task == "upscale":
+            print("srtrain: give --scale for an upscaler", file=sys.stderr)
+            return 2
+        args.scale = 1
     kwargs = {**parse_arch_args(args.arch), "scale": args.scale}
     torch.manual_seed(args.seed)  # the initial weights come from the global generator
     try:
@@ -97,13 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir or Path("runs") / weights_stem(args.model, args.scale)
 
     train_files, val_files = split(args.data, args.val_count)
-    train_set, val_set = load_pairs(train_files, args.scale), load_pairs(val_files, args.scale)
+    if task == "upscale":
+        train_set, val_set = load_pairs(train_files, args.scale), load_pairs(val_files, args.scale)
+        make_sampler, validate_model = sr_task(train_set, val_set, args.scale, device, recipe)
+    else:
+        make_sampler, validate_model = restoration_task(TASKS[task], train_files, val_files, device, recipe)
     command = "srtrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     summary = train(
         model,
-        scale=args.scale,
-        train_set=train_set,
-        val_set=val_set,
+        make_sampler=make_sampler,
+        validate_model=validate_model,
         recipe=recipe,
         run_dir=run_dir,
         device=device,
@@ -115,34 +128,23 @@ def main(argv: list[str] | None = None) -> int:
     best = load_file(str(run_dir / "best.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in best.items() if k.startswith("model.")})
     model.eval()
-    metrics: dict[str, Any] = {
-        "validation": {
-            "images": val_set.names,
-            "psnr_y": round(summary["best_psnr"], 3),
-            "ssim_y": round(summary["best_ssim"], 4),
-            "step": summary["best_step"],
-        },
-    }
-    if args.eval_dir.is_dir():
-        images = [(f.name, load_rgb(f)) for f in list_images(args.eval_dir)]
-        scores = score(lambda lr, _s: upscale_array(model, lr, device), images, args.scale)
-        ps, ss = mean(scores)
-        metrics[args.eval_dir.name] = {
-            "psnr_y": round(ps, 3),
-            "ssim_y": round(ss, 4),
-            "per_image": {s.image: round(s.psnr, 3) for s in scores},
-            "protocol": "modcrop, Pillow bicubic LR, Y (BT.601 studio range), shave scale px",
-        }
+    val_names = [f.name for f in val_files]
+    if task != "upscale":
+        metrics = restoration_metrics(model, TASKS[task], summary, val_names, args.eval_dir, device)
+    else:
+        metrics = sr_metrics(model, summary, val_names, args.eval_dir, args.scale, device)
     card = {
         "architecture": args.model,
+        "task": task,
         "kwargs": kwargs,
         "scale": args.scale,
         "receptive_radius": int(model.receptive_radius),
         "training": {
             "data": {
                 "folder": args.data.name,
-                "train_images": len(train_set.names),
-                "validation_images": len(val_set.names),
+                "train_images": len(train_files),
+                "validation_images": len(val_files),
+                **({"degradation": asdict(TASKS[task])} if task != "upscale" else {}),
             },
             "recipe": summary["recipe"],
             "steps_run": summary["step"],
@@ -157,10 +159,59 @@ def main(argv: list[str] | None = None) -> int:
         },
         "metrics": metrics,
     }
+    if task != "upscale":
+        card["cpu_seconds_per_megapixel"] = cpu_seconds_per_megapixel(model)
     out = args.out / f"{weights_stem(args.model, args.scale)}.safetensors"
     card = save_weights(model.cpu(), out, card)
     print(json.dumps({"weights": str(out), "parameters": card["parameters"], "metrics": metrics}, indent=2))
     return 0
+
+
+def restoration_metrics(
+    model: nn.Module,
+    degradation: Degradation,
+    summary: dict[str, Any],
+    val_names: list[str],
+    eval_dir: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    level = degradation.eval_level
+    metrics: dict[str, Any] = {
+        "validation": {
+            "images": val_names,
+            "level": level,
+            "psnr_rgb": round(summary["best_psnr"], 3),
+            "ssim_rgb": round(summary["best_ssim"], 4),
+            "step": summary["best_step"],
+        },
+    }
+    if eval_dir.is_dir():
+        metrics[eval_dir.name] = evaluate(model, degradation, eval_dir, device)
+    return metrics
+
+
+def sr_metrics(
+    model: nn.Module, summary: dict[str, Any], val_names: list[str], eval_dir: Path, scale: int, device: torch.device
+) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "validation": {
+            "images": val_names,
+            "psnr_y": round(summary["best_psnr"], 3),
+            "ssim_y": round(summary["best_ssim"], 4),
+            "step": summary["best_step"],
+        },
+    }
+    if eval_dir.is_dir():
+        images = [(f.name, load_rgb(f)) for f in list_images(eval_dir)]
+        scores = score(lambda lr, _s: upscale_array(model, lr, device), images, scale)
+        ps, ss = mean(scores)
+        metrics[eval_dir.name] = {
+            "psnr_y": round(ps, 3),
+            "ssim_y": round(ss, 4),
+            "per_image": {s.image: round(s.psnr, 3) for s in scores},
+            "protocol": "modcrop, Pillow bicubic LR, Y (BT.601 studio range), shave scale px",
+        }
+    return metrics
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -45,9 +46,14 @@ class Recipe:
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+class Sampler(Protocol):
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of (input, target) float patches."""
+        ...
+
+
 def validate(model: nn.Module, val: PairSet, scale: int, device: torch.device) -> tuple[float, float]:
-    """Mean Y PSNR/SSIM of ``model`` on the held-out images under the protocol."""
-    model.eval()
+    """Mean Y PSNR/SSIM of ``model`` on the held-out images under the SR protocol."""
 
     def upscale(lr: np.ndarray, _: int) -> np.ndarray:
         return upscale_array(model, lr, device)
@@ -56,17 +62,24 @@ def validate(model: nn.Module, val: PairSet, scale: int, device: torch.device) -
     from PIL import Image
 
     images = [(n, Image.fromarray(hr.permute(1, 2, 0).numpy())) for n, hr in zip(val.names, val.hr, strict=True)]
-    result = mean(score(upscale, images, scale))
-    model.train()
-    return result
+    return mean(score(upscale, images, scale))
+
+
+def sr_task(
+    train_set: PairSet, val_set: PairSet, scale: int, device: torch.device, recipe: Recipe
+) -> tuple[Callable[[torch.Generator], Sampler], Callable[[nn.Module], tuple[float, float]]]:
+    """Sampler factory and validation of super-resolution at ``scale``."""
+    return (
+        lambda g: PatchSampler(train_set, scale=scale, patch=recipe.patch, batch=recipe.batch, generator=g),
+        lambda model: validate(model, val_set, scale, device),
+    )
 
 
 def train(
     model: nn.Module,
     *,
-    scale: int,
-    train_set: PairSet,
-    val_set: PairSet,
+    make_sampler: Callable[[torch.Generator], Sampler],
+    validate_model: Callable[[nn.Module], tuple[float, float]],
     recipe: Recipe,
     run_dir: Path,
     device: torch.device,
@@ -75,6 +88,10 @@ def train(
     command: str = "",
 ) -> dict[str, Any]:
     """Train ``model`` in place, keeping the best validation weights in ``run_dir/best.safetensors``.
+
+    ``make_sampler(generator)`` draws the training batches (from the one generator that
+    checkpoints save, so a resumed run repeats exactly); ``validate_model`` scores the model
+    (PSNR, SSIM) on held-out data, higher is better.
 
     Returns a summary (best step, best validation PSNR/SSIM, wall time, steps run).
     """
@@ -90,7 +107,7 @@ def train(
     # Every invocation that trained this run, so a card tells a resumed run from a straight one.
     earlier = [{"command": "(not recorded)", "from_step": 0, "steps": None}] if state["step"] else []
     state.setdefault("history", earlier).append({"command": command, "from_step": state["step"], "steps": recipe.steps})
-    sampler = PatchSampler(train_set, scale=scale, patch=recipe.patch, batch=recipe.batch, generator=generator)
+    sampler = make_sampler(generator)
 
     started = time.monotonic() - state["wall_s"]
     bar = tqdm(total=recipe.steps, initial=state["step"], disable=not show_progress, unit="step", dynamic_ncols=True)
@@ -110,7 +127,9 @@ def train(
         state["step"] = step + 1
         bar.update(1)
         if state["step"] % recipe.val_every == 0 or state["step"] == recipe.steps:
-            psnr_v, ssim_v = validate(model, val_set, scale, device)
+            model.eval()
+            psnr_v, ssim_v = validate_model(model)
+            model.train()
             if psnr_v > state["best_psnr"]:
                 state.update(best_psnr=psnr_v, best_ssim=ssim_v, best_step=state["step"])
                 save_checkpoint(best_path, model, optimizer, generator, state)

@@ -46,7 +46,8 @@ def tiling(engine: Engine, route: Route) -> Tiling:
         windows = f"{rows}x{cols} of {plan.window[1]}x{plan.window[0]}"
         plans.append(PlanExample(size=f"{w}x{h}", windows=windows, computed=round(plan.overhead, 4)))
     entry = route.entry
-    return Tiling(max_window=engine.pool.window, halo=entry.radius, cost_measured=entry.cost.measured, plans=plans)
+    max_window = entry.max_window(engine.pool.window)
+    return Tiling(max_window=max_window, halo=entry.radius, cost_measured=entry.cost.measured, plans=plans)
 
 
 class Variant(BaseModel):
@@ -65,6 +66,7 @@ class ModelInfo(BaseModel):
 
     name: str
     kind: str
+    task: str  # upscale, or the restoration an x1 model does (dejpeg, denoise); usable as restore=
     description: str
     scales: list[int]
     any_scale: bool
@@ -91,7 +93,9 @@ class ModelList(BaseModel):
 
 
 def _psnr(card: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v["psnr_y"]) for k, v in card.get("metrics", {}).items() if "psnr_y" in v}
+    """PSNR per evaluation set: Y channel for upscalers, RGB at the card's level for restoration."""
+    metrics = card.get("metrics", {}).items()
+    return {k: float(v.get("psnr_y", v.get("psnr_rgb"))) for k, v in metrics if "psnr_y" in v or "psnr_rgb" in v}
 
 
 @router.get(
@@ -118,6 +122,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                 ModelInfo(
                     name=name,
                     kind="resize",
+                    task=spec.task,
                     description=spec.description,
                     scales=[],
                     any_scale=True,
@@ -147,6 +152,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
             ModelInfo(
                 name=name,
                 kind="learned",
+                task=spec.task,
                 description=spec.description,
                 scales=scales,
                 any_scale=False,

@@ -22,17 +22,18 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from srserve.models import MODELS
 from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
 from srserve.service.errors import APIError, error_body, error_responses
 from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode_result_into
-from srserve.service.routing import RequestError, Route, check_name, resolve
+from srserve.service.planner import Plan
+from srserve.service.routing import RequestError, Route, check_name, default_scale, resolve
 from srserve.service.runtime import Phase, Runtime
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
 log = logging.getLogger("srserve.requests")
 T = TypeVar("T")
-DEFAULT_SCALE = 2.0
 DISCONNECT_POLL_S = 0.25
 #: Encoded outputs up to this size stay in memory and go out in one piece; larger ones spill to disk.
 SPOOL_BYTES = 8 * 1024 * 1024
@@ -45,7 +46,14 @@ class UpscaleParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("espcn", description="a name from GET /v1/models")
-    scale: float | None = Field(None, gt=0, le=64, description="upscale factor (default 2 when no width/height)")
+    scale: float | None = Field(
+        None, gt=0, le=64, description="upscale factor (default 2 when no width/height; 1 for restoration models)"
+    )
+    restore: str | None = Field(
+        None,
+        description="a restoration model (dejpeg, denoise) run first, on the device, in the same job",
+        max_length=64,
+    )
     width: int | None = Field(None, ge=1, le=65536, description="target width; height follows the aspect if absent")
     height: int | None = Field(None, ge=1, le=65536, description="target height")
     format: Literal["png", "jpeg", "webp"] = Field("png", description="output format; alpha needs png or webp")
@@ -197,15 +205,42 @@ def file_response(body: tempfile.SpooledTemporaryFile, media_type: str, headers:
     return StreamingResponse(chunks(), media_type=media_type, headers={**headers, "Content-Length": str(size)})
 
 
+def tile_plan_header(routes: list[Route], plans: list[Plan]) -> str:
+    """How the image was cut; for a chain, each model's cut in order."""
+    if len(plans) == 1:
+        return plans[0].describe()
+    return "; then ".join(f"{r.entry.name}: {p.describe()}" for r, p in zip(routes, plans, strict=True))
+
+
 def request_error(e: RequestError) -> APIError:
     code = "unknown_model" if e.field_name == "model" and e.allowed else "invalid_parameter"
     return APIError(422, code, str(e), field=e.field_name, allowed=e.allowed)
 
 
-def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
+def restore_route(runtime: Runtime, image: Decoded, name: str) -> Route:
+    """The x1 restoration that runs before the upscaler."""
+    pool = runtime.pool
+    restorers = [n for n in pool.names if MODELS.get(n).task != "upscale" and pool.scales(n)]
+    if name not in restorers:
+        raise APIError(
+            422,
+            "invalid_parameter",
+            f"restore={name!r} is not a restoration model this server has",
+            field="restore",
+            allowed=restorers,
+        )
+    try:
+        return resolve(pool, name, in_size=(image.height, image.width), scale=1)
+    except RequestError as e:
+        raise request_error(e) from None
+
+
+def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> list[Route]:
+    """The routes the image runs through, in order: the restoration asked for, then the model."""
+    chain = [restore_route(runtime, image, params.restore)] if params.restore is not None else []
     scale = params.scale
     if scale is None and params.width is None and params.height is None:
-        scale = DEFAULT_SCALE
+        scale = default_scale(params.model)
     try:
         route = resolve(
             runtime.pool,
@@ -237,7 +272,7 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> Route:
             field="format",
             allowed=["png", "webp"],
         )
-    return route
+    return [*chain, route]
 
 
 @router.post(
@@ -321,22 +356,25 @@ async def _upscale_arriving(
     decode_s = time.monotonic() - t0
     runtime.metrics.decode.observe(decode_s)
     del data
-    route = route_for(runtime, image, params)
+    first, *then = route_for(runtime, image, params)
+    route = then[-1] if then else first  # the one whose output is answered
     request.state.access = {
         "in_size": f"{image.width}x{image.height}",
         "out_size": f"{route.out_size[1]}x{route.out_size[0]}",
         "scale": round(route.out_size[1] / image.width, 4),
         "format": params.format,
+        **({"restore": params.restore} if params.restore else {}),
     }
 
     try:
         job = engine.submit(
-            route,
+            first,
             image.pixels,
             arrived + settings.request_timeout_s,
             priority=priority,
             arrived=queued,
             into_image=image.pixels.dtype == np.uint8 and image.alpha is None and not image.grey,
+            then=then,
         )
     except QueueFull as e:
         raise overloaded(e) from None
@@ -357,7 +395,13 @@ async def _upscale_arriving(
     except Exception as e:
         raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
 
-    queue_s, compute_s, plan, enqueued, predicted = job.queue_s, job.compute_s, job.plan, job.enqueued, job.predicted_s
+    queue_s, compute_s, plans, enqueued, predicted = (
+        job.queue_s,
+        job.compute_s,
+        job.plans,
+        job.enqueued,
+        job.predicted_s,
+    )
     del job  # from here the output is held by ``owned`` alone, and let go once Pillow has its copy
     owned = [pixels]
     del pixels
@@ -375,6 +419,6 @@ async def _upscale_arriving(
         "Server-Timing": timing,
         "X-Output-Size": f"{out_w}x{out_h}",
         "X-Model": params.model,
-        "X-Tile-Plan": plan.describe(),
+        "X-Tile-Plan": tile_plan_header([first, *then], plans),
     }
     return file_response(body, MEDIA_TYPES[params.format], headers)
