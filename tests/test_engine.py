@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from srserve.service.cost_model import CostModel, Sample
-from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Priority, QueueFull
+from srserve.service.engine import Engine, Priority, QueueFull
 from srserve.service.inference import predict
+from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelEntry, ModelPool
 from srserve.service.request_context import REQUEST_ID

@@ -13,7 +13,7 @@ from PIL import Image
 from starlette.responses import StreamingResponse
 
 from srserve.service.imageio import encode, encode_into
-from srserve.service.routes.upscale import SPOOL_BYTES, file_response
+from srserve.service.output_file import SPOOL_BYTES, file_response
 from tests.test_engine import Doubler, image, make_engine, route_for
 
 

@@ -6,10 +6,8 @@ import asyncio
 import contextvars
 import logging
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
@@ -17,27 +15,26 @@ from typing import Annotated, Any, Literal, TypeVar
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import UploadFile
 
 from srserve.models import MODELS
 from srserve.service.deps import ApiKeyDep, RuntimeDep
-from srserve.service.engine import DeadlineExceeded, DeviceOutOfMemory, Engine, Job, Priority, QueueFull
+from srserve.service.engine import Engine, Priority, QueueFull
 from srserve.service.errors import APIError, error_body, error_responses
-from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, encode_result_into
+from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode
+from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory, Job
+from srserve.service.output_file import file_response, finish
 from srserve.service.planner import Plan
 from srserve.service.routing import RequestError, Route, check_name, default_scale, resolve
 from srserve.service.runtime import Phase, Runtime
+from srserve.service.upload import read_upload
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
 log = logging.getLogger("srserve.requests")
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
-#: Encoded outputs up to this size stay in memory and go out in one piece; larger ones spill to disk.
-SPOOL_BYTES = 8 * 1024 * 1024
-CHUNK_BYTES = 1024 * 1024
 
 
 class UpscaleParams(BaseModel):
@@ -113,30 +110,6 @@ async def in_thread(runtime: Runtime, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(runtime.io, partial(context.run, fn, *args))
 
 
-async def read_upload(request: Request) -> tuple[bytes, dict[str, str]]:
-    """The image bytes and any extra form fields."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=len(PARAMETERS) + 1) as form:
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                raise APIError(
-                    422, "missing_image", "the multipart form needs a file field named 'image'", field="image"
-                )
-            fields = {k: v for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
-            return await upload.read(), fields
-    if content_type.startswith("image/") or content_type == "application/octet-stream":
-        # Not request.body(): it keeps a copy on the request for as long as the request lives.
-        return b"".join([chunk async for chunk in request.stream()]), {}
-    raise APIError(
-        415,
-        "unsupported_media_type",
-        f"cannot read a body of type {content_type or '(none)'}",
-        field="content-type",
-        allowed=["multipart/form-data (field image)", "image/*"],
-    )
-
-
 def merge_form_fields(params: UpscaleParams, fields: dict[str, str]) -> UpscaleParams:
     """Form fields are parameters too; a bad one is answered like a bad query parameter."""
     if not fields:
@@ -160,49 +133,6 @@ async def wait_for(job: Job, request: Request) -> np.ndarray | Image.Image:
         if await request.is_disconnected():
             job.cancel()
             raise ClientGone
-
-
-def finish(
-    image: Decoded, owned: list[np.ndarray | Image.Image], route: Route, params: UpscaleParams, png_level: int
-) -> tempfile.SpooledTemporaryFile:
-    """Encode the output taken out of ``owned`` into a file that spills to disk past ``SPOOL_BYTES``.
-
-    Taking the array out of the list leaves the encoder the last reference, so
-    the stitched pixels are freed as soon as Pillow has its copy, and a large
-    encoded file sits on disk rather than in a second buffer in memory.
-    """
-    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by file_response
-    try:
-        encode_result_into(
-            out,
-            image,
-            owned.pop(),
-            route.out_size,
-            fmt=params.format,
-            quality=params.quality,
-            png_compress_level=png_level,
-        )
-    except BaseException:
-        out.close()
-        raise
-    out.seek(0)
-    return out
-
-
-def file_response(body: tempfile.SpooledTemporaryFile, media_type: str, headers: dict[str, str]) -> Response:
-    """The encoded file as a response: in one piece when small, else streamed in chunks from disk."""
-    size = body.seek(0, os.SEEK_END)
-    body.seek(0)
-    if size <= SPOOL_BYTES:
-        with body:
-            return Response(body.read(), media_type=media_type, headers=headers)
-
-    def chunks() -> Iterator[bytes]:
-        with body:
-            while chunk := body.read(CHUNK_BYTES):
-                yield chunk
-
-    return StreamingResponse(chunks(), media_type=media_type, headers={**headers, "Content-Length": str(size)})
 
 
 def tile_plan_header(routes: list[Route], plans: list[Plan]) -> str:
@@ -336,7 +266,7 @@ async def _upscale_arriving(
     if runtime.phase not in (Phase.READY, Phase.DRAINING):
         raise APIError(503, "not_ready", f"the server is {runtime.phase.value}; try again shortly", headers=retry)
     refuse_if_over(engine, params.priority, settings.retry_after_s)  # before reading the upload at all
-    data, fields = await read_upload(request)
+    data, fields = await read_upload(request, max_fields=len(PARAMETERS) + 1)
     params = merge_form_fields(params, fields)
     request.state.model = params.model
     request.state.priority = params.priority
@@ -406,7 +336,8 @@ async def _upscale_arriving(
     owned = [pixels]
     del pixels
     t1 = time.monotonic()
-    body = await in_thread(runtime, finish, image, owned, route, params, settings.png_compress_level)
+    encode = partial(finish, fmt=params.format, quality=params.quality, png_level=settings.png_compress_level)
+    body = await in_thread(runtime, encode, image, owned, route.out_size)
     encode_s = time.monotonic() - t1
     engine.observe_answer(enqueued, predicted, time.monotonic(), priority)  # how long admitted requests really take
     runtime.metrics.encode.labels(params.format).observe(encode_s)

@@ -1,0 +1,92 @@
+"""What the engine queues and tracks: a request's job (and the later stages of a chained one), its
+windows of work, a launched batch, and the errors a waiting request can get."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from srserve.service.batch_runner import Pending
+from srserve.service.planner import Plan
+from srserve.service.request_context import REQUEST_ID
+from srserve.service.routing import Route
+from srserve.service.tiling import Tile
+
+
+class DeadlineExceeded(Exception):
+    """The request was still waiting when its deadline passed (504)."""
+
+
+class DeviceOutOfMemory(Exception):
+    """A single tile did not fit on the device even alone (503)."""
+
+
+@dataclass(eq=False)
+class Stage:
+    """A later model of a chained request (restore, then upscale): planned and admitted up front,
+    queued by the worker when the stage before it is done."""
+
+    route: Route
+    plan: Plan
+    factor: float  # the route's calibration at admission
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's work: its LR pixels, its output, and how many tiles remain (of this stage)."""
+
+    route: Route
+    pixels: np.ndarray
+    out: np.ndarray | Image.Image
+    plan: Plan
+    remaining: int
+    deadline: float
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    rank: int = 0
+    into_image: bool = False  # the last stage stitches into a Pillow image
+    later: list[Stage] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)  # every stage's, for the X-Tile-Plan header
+    enqueued: float = field(default_factory=time.monotonic)
+    started: float | None = None  # when its first tile's batch began
+    predicted_s: float = 0.0  # admission's expected wait plus own compute, before the wait correction
+    compute_s: float = 0.0  # device time of the batches it was part of
+    request_id: str = field(default_factory=REQUEST_ID.get)  # for the worker's log lines
+    cancelled: bool = False  # set from the loop: client gone or deadline passed
+    finished: bool = False  # set by the worker: result or error delivered
+
+    @property
+    def queue_s(self) -> float:
+        return (self.started or time.monotonic()) - self.enqueued
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(eq=False)
+class Launched:
+    """A batch on its way through the device."""
+
+    items: list[Work]
+    jobs: list[Job]
+    start: float
+    pending: Pending
+
+
+@dataclass(eq=False)
+class Work:
+    job: Job
+    route: Route  # the job's route when this window was queued (a chained job moves on)
+    tile: Tile | None  # None: the whole image in one piece
+    planned_s: float  # the cost model's prediction for this window
+    cost_s: float  # the same, calibrated when queued: what it adds to the wait
+    rank: int
+
+
+def is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
