@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (upscale.router, models.router, health.router, metrics.router, pages.router, docs.router):
         app.include_router(router)
     app.mount(docs.ASSETS, docs.assets(), name="docs-assets")
+    app.mount(pages.STATIC, pages.static_files(), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     # Added last, so outermost: it sees (and counts) every response, the 413s and 500s included.
     app.add_middleware(

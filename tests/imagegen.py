@@ -38,3 +38,18 @@ def with_orientation(image: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(image, "JPEG", exif=exif, quality=95)
+
+
+def scene(h: int = 96, w: int = 128, factor: int = 3) -> Image.Image:
+    """Hard edges, thin lines and text drawn ``factor`` times larger and shrunk (bicubic): the
+    kind of low-resolution picture where an upscaler's difference from interpolation shows."""
+    from PIL import ImageDraw
+
+    big = Image.new("RGB", (w * factor, h * factor), (236, 232, 220))
+    draw = ImageDraw.Draw(big)
+    for i in range(0, w * factor, 9 * factor):
+        draw.line([(i, 0), (i + h * factor // 2, h * factor)], fill=(40, 60, 120), width=factor)
+    draw.ellipse([w * factor // 8, h * factor // 6, w * factor // 2, h * factor * 5 // 6], fill=(200, 60, 40))
+    draw.rectangle([w * factor * 5 // 8, h * factor // 5, w * factor * 7 // 8, h * factor // 2], fill=(30, 140, 70))
+    draw.text((w * factor * 9 // 16, h * factor * 3 // 5), "srserve", fill=(10, 10, 10), font_size=14 * factor)
+    return big.resize((w, h), Image.Resampling.BICUBIC)

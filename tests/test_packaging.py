@@ -52,7 +52,8 @@ def test_the_wheel_holds_one_namespace_and_the_weights(wheel: Path) -> None:
     shipped = {Path(n).name for n in names if n.startswith("srserve/weights/")}
     on_disk = {p.name for p in (REPO / "weights").iterdir() if p.suffix in (".safetensors", ".json")}
     assert on_disk and on_disk <= shipped
-    assert "srserve/service/static/index.html" in names
+    for page_file in ("index.html", "app.js", "compare.js", "page.css"):
+        assert f"srserve/service/static/{page_file}" in names
     assert not any(n.startswith(("tests/", "srserve/tests/")) for n in names)
 
 
