@@ -290,10 +290,12 @@ def test_screenshots_at_desktop_and_phone_width(browser, server: Server, tmp_pat
     imagegen.scene(96, 128).save(source)
     upload(page, source, scale="3")
     assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing wider than the phone
+    page.click("button[data-zoom='2']")
+    page.locator("#viewport").scroll_into_view_if_needed()
     box = page.locator("#viewport").bounding_box()
     assert box["width"] <= width and box["height"] > 200
-    page.click("button[data-zoom='2']")
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+    assert page.is_visible("#loupe")
     shot = folder / f"page-{width}.png"
     page.screenshot(path=str(shot), full_page=True)
     with Image.open(shot) as im:
