@@ -174,9 +174,11 @@ class Engine:
             own = factor * plan.seconds + sum(s.factor * s.plan.seconds for s in later)
             now = time.monotonic()
             predicted = self._waits.admit(rank, own, now, queue_empty=not self._queued)
-            if self._queued and self._queued + tiles > self.max_queue_tiles:
+            # A chained job queues one stage's windows at a time: it is admitted for its largest.
+            need = max([tiles, *(len(p.tiles) for p in later_plans)])
+            if self._queued and self._queued + need > self.max_queue_tiles:
                 raise QueueFull(
-                    f"{self._queued} windows queued; this request needs {tiles} more "
+                    f"{self._queued} windows queued; this request needs {need} more "
                     f"(SR_MAX_QUEUE_TILES = {self.max_queue_tiles})",
                     reason="queue_full",
                     retry_after=max(self._waits.min_retry_after_s, self._waits.wait(rank, now)),
@@ -236,7 +238,7 @@ class Engine:
         job.out = new_output(stage.route, pixels, as_image=job.into_image and not job.later)
         job.remaining = len(stage.plan.tiles)
         items = self._items(job, stage.route, stage.plan, stage.factor)
-        with self._lock:  # its predicted seconds were queued at admission
+        with self._lock:  # admitted with its seconds and for its largest stage: no second check
             self._queued += len(items)
             self._publish_queue_locked()
         self._source.put(Message(items, job.rank))

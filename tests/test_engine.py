@@ -153,6 +153,25 @@ def test_queue_bound() -> None:
     assert engine.queued_tiles == 4
 
 
+def test_a_chained_job_is_admitted_for_its_largest_stage() -> None:
+    """1 window of restoration, then 4 of upscaling: the queue bound counts the 4."""
+    engine, up = make_engine(Doubler(), max_queue_tiles=4)
+    restore_entry = ModelEntry("inverter", "learned", Inverter(), radius=0, min_window=64)
+    pixels = image(1, 64, 16)
+    first = Route(restore_entry, ("learned", "inverter", 1), (64, 16), True, 1)
+    second = route_for(up, pixels)
+
+    async def scenario() -> None:
+        engine.submit(route_for(up, image(2)), image(2), time.monotonic() + 5)  # 1 window queued
+        assert len(engine.plan_for(first, 64, 16).tiles) == 1 and len(engine.plan_for(second, 64, 16).tiles) == 4
+        with pytest.raises(QueueFull) as refused:
+            engine.submit(first, pixels, time.monotonic() + 5, then=[second])
+        assert "needs 4 more" in str(refused.value)
+
+    asyncio.run(scenario())  # worker not started: everything stays queued
+    assert engine.queued_tiles == 1
+
+
 def costed(model: Doubler, seconds_per_pixel: float, **kwargs: object) -> tuple[Engine, Route]:
     """An engine whose model is known to cost ``seconds_per_pixel`` (as if measured at warm-up)."""
     engine, route = make_engine(model, **kwargs)
