@@ -23,6 +23,7 @@ import yaml
 
 from srserve.service.settings import Settings
 from tests import imagegen
+from tests.compose import ComposeLoader
 from tests.conftest import REPO
 from tests.server import Server, free_port, metric_value, running_server
 
@@ -48,22 +49,6 @@ need_stack = pytest.mark.skipif(not (PROMETHEUS and NGINX), reason="Debian's pro
 def test_promtool(args: list[str]) -> None:
     done = subprocess.run([PROMTOOL, *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-class ComposeLoader(yaml.SafeLoader):
-    """YAML with compose's ``!reset`` tag."""
-
-
-def _reset(loader: yaml.SafeLoader, node: yaml.Node) -> object:
-    """``!reset VALUE``: the attribute becomes VALUE (compose drops what earlier files set)."""
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node)
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node)
-    return loader.construct_scalar(node)
-
-
-ComposeLoader.add_constructor("!reset", _reset)
 
 
 @pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.cpu.yml"])
