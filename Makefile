@@ -12,6 +12,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The CRD schemas tests/test_k8s.py validates ScaledObject and ServiceMonitor against (npm).
+CRDS := tests/k8s_crds/node_modules/.package-lock.json
+$(CRDS): tests/k8s_crds/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix tests/k8s_crds --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the CRD schema test will skip" >&2; fi
+
 setup: $(STAMP)
 
 serve: $(STAMP)
@@ -20,7 +26,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+test: lint $(CRDS)
 	$(PY) -m pytest
 
 bench: $(STAMP)
