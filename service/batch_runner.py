@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from srserve.models.imageops import from_float, to_float
 from srserve.service.inference import AUTOCAST_DTYPES, predict
-from srserve.service.pixels import from_float, max_value, to_float
+from srserve.service.pixels import max_value
 
 #: Pinned buffers kept for reuse, by (shape, dtype): enough for the shapes a server sees at once.
 MAX_PINNED_KEYS = 32

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from srserve.service.pixels import from_float, max_value, to_float
+from srserve.models.imageops import from_float, to_float
+from srserve.service.pixels import max_value
 
 AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -11,16 +11,6 @@ def max_value(dtype: np.dtype) -> float:
     return 65535.0 if dtype == np.uint16 else 255.0
 
 
-def to_float(batch: torch.Tensor, peak: float) -> torch.Tensor:
-    """``(N, H, W, C)`` integer pixels (already on the device) -> ``(N, C, H, W)`` in [0, 1]."""
-    return batch.permute(0, 3, 1, 2).float().div_(peak)
-
-
-def from_float(batch: torch.Tensor, peak: float) -> torch.Tensor:
-    """``(N, C, H, W)`` float -> ``(N, H, W, C)`` float pixel values, clamped and rounded."""
-    return batch.clamp(0.0, 1.0).mul_(peak).round_().permute(0, 2, 3, 1)
-
-
 def resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Upscale an alpha plane on its own (bicubic, antialiased when shrinking)."""
     peak = max_value(plane.dtype)

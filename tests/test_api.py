@@ -128,9 +128,15 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     assert {"413", "415", "422", "503", "504"} <= set(op["responses"])
 
 
-def test_web_page_is_served(client: TestClient) -> None:
+def test_web_page_and_its_files_are_served(client: TestClient) -> None:
     page = client.get("/")
-    assert page.status_code == 200 and "/v1/upscale" in page.text and "<form" in page.text
+    assert page.status_code == 200 and "<form" in page.text
+    for path, media_type in (("app.js", "javascript"), ("compare.js", "javascript"), ("page.css", "text/css")):
+        assert f"static/{path}" in page.text or path == "compare.js"
+        served = client.get(f"/static/{path}")
+        assert served.status_code == 200 and media_type in served.headers["content-type"], path
+    assert "v1/upscale" in client.get("/static/app.js").text
+    assert client.get("/static/../settings.py").status_code == 404  # only the page's folder
 
 
 # -- upscaling -----------------------------------------------------------------------------------
