@@ -36,12 +36,19 @@ chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" 
 wait
 
 # The x1 restoration models (degradations made on the fly; RESTORE=0 skips them).
-restore() {  # restore TASK STEPS LR WARMUP
-  "$BIN/srtrain" "$1" --arch features=16 max_features=64 --steps "$2" --val-every 1000 --patch 48 --batch 16 \
-    --lr "$3" --warmup "$4" --threads 1 --quiet --resume --run-dir "runs/$1_x1"
+restore() {  # restore TASK STEPS MORE_STEPS: STEPS at lr 5e-4, then MORE_STEPS again from them at 4e-4
+  local arch=(--arch features=16 max_features=64 --patch 48 --batch 16 --threads 1 --quiet --resume)
+  "$BIN/srtrain" "$1" "${arch[@]}" --steps "$2" --val-every 1000 --lr 5e-4 --warmup 300 --run-dir "runs/$1_x1"
+  "$BIN/srtrain" "$1" "${arch[@]}" --steps "$3" --val-every 2000 --lr 4e-4 --warmup 200 \
+    --init-from "weights/$1_x1.safetensors" --run-dir "runs/long/$1_x1" --out runs/long/out
+  if "$BIN/python" -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" \
+      "$(val_rgb "runs/long/out/$1_x1.json")" "$(val_rgb "weights/$1_x1.json")"; then
+    cp "runs/long/out/$1_x1.safetensors" "runs/long/out/$1_x1.json" weights/
+  fi
 }
+val_rgb() { "$BIN/python" -c "import json, sys; print(json.load(open(sys.argv[1]))['metrics']['validation']['psnr_rgb'])" "$1"; }
 if [ "${RESTORE:-1}" != 0 ]; then
-  restore dejpeg "${DEJPEG_STEPS:-6000}" 5e-4 300 >>runs/dejpeg.log 2>&1 &
-  restore denoise "${DENOISE_STEPS:-6000}" 5e-4 300 >>runs/denoise.log 2>&1 &
+  restore dejpeg "${DEJPEG_STEPS:-6000}" "${DEJPEG_MORE:-18000}" >>runs/dejpeg.log 2>&1 &
+  restore denoise "${DENOISE_STEPS:-6000}" "${DENOISE_MORE:-18000}" >>runs/denoise.log 2>&1 &
   wait
 fi

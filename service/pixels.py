@@ -1,4 +1,4 @@
-"""Pixel arrays <-> float tensors, on whichever device the model lives."""
+"""Pixel value ranges, and the alpha plane's own resize (the model conversions are in models.imageops)."""
 
 from __future__ import annotations
 
