@@ -39,6 +39,7 @@ wait
 restore() {  # restore TASK STEPS MORE_STEPS: STEPS at lr 5e-4, then MORE_STEPS again from them at 4e-4
   local arch=(--arch features=16 max_features=64 --patch 48 --batch 16 --threads 1 --quiet --resume)
   "$BIN/srtrain" "$1" "${arch[@]}" --steps "$2" --val-every 1000 --lr 5e-4 --warmup 300 --run-dir "runs/$1_x1"
+  [ "$3" -gt 0 ] || return 0
   "$BIN/srtrain" "$1" "${arch[@]}" --steps "$3" --val-every 2000 --lr 4e-4 --warmup 200 \
     --init-from "weights/$1_x1.safetensors" --run-dir "runs/long/$1_x1" --out runs/long/out
   if "$BIN/python" -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" \
@@ -48,7 +49,8 @@ restore() {  # restore TASK STEPS MORE_STEPS: STEPS at lr 5e-4, then MORE_STEPS 
 }
 val_rgb() { "$BIN/python" -c "import json, sys; print(json.load(open(sys.argv[1]))['metrics']['validation']['psnr_rgb'])" "$1"; }
 if [ "${RESTORE:-1}" != 0 ]; then
-  restore dejpeg "${DEJPEG_STEPS:-6000}" "${DEJPEG_MORE:-18000}" >>runs/dejpeg.log 2>&1 &
+  # dejpeg's continuation stayed flat (held-out 32.18 dB after 2,000 more steps, 32.17 after 4,000): off.
+  restore dejpeg "${DEJPEG_STEPS:-6000}" "${DEJPEG_MORE:-0}" >>runs/dejpeg.log 2>&1 &
   restore denoise "${DENOISE_STEPS:-6000}" "${DENOISE_MORE:-18000}" >>runs/denoise.log 2>&1 &
   wait
 fi
