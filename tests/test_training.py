@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from srserve.models.evaluation.protocol import load_rgb
 from srserve.models.training import cli as srtrain
 from srserve.models.training.data import PatchSampler, dihedral, load_pairs, split
 from srserve.models.weights import load_model, read_card
@@ -142,6 +144,20 @@ def test_patches_are_aligned(image_folder: Path) -> None:
 def test_dihedral_group_has_eight_distinct_elements() -> None:
     t = torch.arange(9.0).view(1, 3, 3)
     assert len({tuple(dihedral(t, k).flatten().tolist()) for k in range(8)}) == 8
+
+
+def test_data_downscale_shrinks_the_images_and_is_recorded(image_folder: Path, tmp_path: Path) -> None:
+    files = sorted(image_folder.iterdir())
+    whole, halved = load_pairs(files, 2), load_pairs(files, 2, shrink=2)
+    for big, small in zip(whole.hr, halved.hr, strict=True):
+        assert small.shape[-2:] == tuple(n // 2 // 2 * 2 for n in big.shape[-2:])  # halved, then modcropped
+    expected = torch.from_numpy(np.asarray(load_rgb(files[0]), dtype=np.float64))
+    h, w = halved.hr[0].shape[-2:]
+    boxes = expected[: 2 * h, : 2 * w].reshape(h, 2, w, 2, 3).mean(dim=(1, 3))  # each pixel a 2x2 mean
+    assert (boxes.round() - halved.hr[0].permute(1, 2, 0).double()).abs().max() <= 1
+    path = run(image_folder, tmp_path, "small", "--steps", "2", "--val-every", "2", "--data-downscale", "2")
+    assert load_model(path)[1]["training"]["recipe"]["extra"]["data_downscale"] == 2
+    assert srtrain.main(["espcn", "--scale", "2", "--data", str(image_folder), "--data-downscale", "0"]) == 2
 
 
 def test_bad_arch_argument_is_a_usage_error(image_folder: Path, tmp_path: Path) -> None:

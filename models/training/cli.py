@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of HR training images")
     p.add_argument("--val-count", type=int, default=6, help="images held out for validation")
     p.add_argument(
+        "--data-downscale",
+        type=int,
+        default=1,
+        metavar="N",
+        help="box-average every training and validation image N times smaller first (JPEG sources: fewer artifacts)",
+    )
+    p.add_argument(
         "--eval-dir",
         type=Path,
         default=DEFAULT_EVAL,
@@ -104,14 +111,22 @@ def main(argv: list[str] | None = None) -> int:
             "sha256": sha256_file(args.init_from),
             "tensors": len(copied),
         }
+    if args.data_downscale < 1:
+        print("srtrain: --data-downscale must be at least 1", file=sys.stderr)
+        return 2
+    if args.data_downscale > 1:
+        recipe.extra["data_downscale"] = args.data_downscale
     run_dir = args.run_dir or Path("runs") / weights_stem(args.model, args.scale)
 
     train_files, val_files = split(args.data, args.val_count)
     if task == "upscale":
-        train_set, val_set = load_pairs(train_files, args.scale), load_pairs(val_files, args.scale)
+        shrink = args.data_downscale
+        train_set, val_set = load_pairs(train_files, args.scale, shrink), load_pairs(val_files, args.scale, shrink)
         make_sampler, validate_model = sr_task(train_set, val_set, args.scale, device, recipe)
     else:
-        make_sampler, validate_model = restoration_task(TASKS[task], train_files, val_files, device, recipe)
+        make_sampler, validate_model = restoration_task(
+            TASKS[task], train_files, val_files, device, recipe, args.data_downscale
+        )
     command = "srtrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     summary = train(
         model,

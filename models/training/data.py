@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from srserve.models.evaluation.protocol import list_images, load_rgb, pair
 
@@ -35,10 +36,17 @@ def split(folder: Path, val_count: int) -> tuple[list[Path], list[Path]]:
     return train, val
 
 
-def load_pairs(files: list[Path], scale: int) -> PairSet:
+def load_hr(path: Path, shrink: int = 1) -> Image.Image:
+    """A training image as RGB, box-averaged ``shrink`` times smaller first when asked: each
+    output pixel the mean of ``shrink``^2, which also averages away most of a JPEG's artifacts."""
+    image = load_rgb(path)
+    return image.reduce(shrink) if shrink > 1 else image
+
+
+def load_pairs(files: list[Path], scale: int, shrink: int = 1) -> PairSet:
     names, lrs, hrs = [], [], []
     for f in files:
-        lr, hr = pair(load_rgb(f), scale)
+        lr, hr = pair(load_hr(f, shrink), scale)
         names.append(f.name)
         lrs.append(torch.from_numpy(lr.copy()).permute(2, 0, 1).contiguous())
         hrs.append(torch.from_numpy(hr.copy()).permute(2, 0, 1).contiguous())

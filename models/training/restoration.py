@@ -12,22 +12,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from srserve.models.evaluation.protocol import list_images, load_rgb
+from srserve.models.evaluation.protocol import list_images
 from srserve.models.imageops import upscale_array
+from srserve.models.training.data import load_hr
 from srserve.models.training.degrade import Degradation, RestorationSampler, degraded_set, score_restoration
 from srserve.models.training.trainer import Recipe, Sampler
 
 
-def load_images(files: list[Path]) -> list[np.ndarray]:
-    return [np.asarray(load_rgb(f)) for f in files]
+def load_images(files: list[Path], shrink: int = 1) -> list[np.ndarray]:
+    return [np.asarray(load_hr(f, shrink)) for f in files]
 
 
 def restoration_task(
-    degradation: Degradation, train_files: list[Path], val_files: list[Path], device: torch.device, recipe: Recipe
+    degradation: Degradation,
+    train_files: list[Path],
+    val_files: list[Path],
+    device: torch.device,
+    recipe: Recipe,
+    shrink: int = 1,
 ) -> tuple[Callable[[torch.Generator], Sampler], Callable[[nn.Module], tuple[float, float]]]:
     """Sampler factory and validation (RGB PSNR/SSIM at the evaluation level) of one restoration task."""
-    clean = [torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous() for img in load_images(train_files)]
-    val_pairs = degraded_set(load_images(val_files), degradation, degradation.eval_level)
+    clean = [torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous() for img in load_images(train_files, shrink)]
+    val_pairs = degraded_set(load_images(val_files, shrink), degradation, degradation.eval_level)
 
     def make_sampler(generator: torch.Generator) -> Sampler:
         return RestorationSampler(
