@@ -33,13 +33,14 @@ def deconv_geometry(scale: int, kernel_size: int) -> tuple[int, int]:
     return padding, output_padding
 
 
-def deconv_radius(scale: int, kernel_size: int, padding: int) -> int:
+def deconv_radius(scale: int, kernel_size: int, padding: int, hr_reach: int = 0) -> int:
     """LR cells each side that one input pixel reaches through the transpose conv.
 
     Input ``i`` writes outputs ``y = i*s - p + t`` for ``t`` in ``[0, k)``, i.e. the
-    cells ``floor((i*s - p)/s) .. floor((i*s - p + k - 1)/s)``.
+    cells ``floor((i*s - p)/s) .. floor((i*s - p + k - 1)/s)``; convolutions after it
+    at HR reach ``hr_reach`` output pixels further each side.
     """
-    return max(math.ceil(padding / scale), (kernel_size - 1 - padding) // scale)
+    return max(math.ceil((padding + hr_reach) / scale), (kernel_size - 1 - padding + hr_reach) // scale)
 
 
 @MODELS.register(
@@ -60,6 +61,8 @@ class DeconvSR(nn.Module):
         head_kernel: kernel of the feature-extraction layer (odd).
         deconv_kernel: kernel of the transpose convolution (>= scale).
         residual: add a bicubic upscale of the input to the output.
+        hr_features: 0: the transpose convolution outputs the image. Otherwise it outputs this many
+            channels, and a PReLU and a 3x3 convolution at the output resolution make the image.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class DeconvSR(nn.Module):
         head_kernel: int = 5,
         deconv_kernel: int = 9,
         residual: bool = True,
+        hr_features: int = 0,
     ) -> None:
         super().__init__()
         self.scale = check_scale(scale, SCALES)
@@ -86,15 +90,20 @@ class DeconvSR(nn.Module):
         padding, output_padding = deconv_geometry(scale, deconv_kernel)
         self.deconv = nn.ConvTranspose2d(
             features,
-            channels,
+            hr_features or channels,
             deconv_kernel,
             stride=scale,
             padding=padding,
             output_padding=output_padding,
         )
-        conv_radius = head_kernel // 2 + num_maps + deconv_radius(scale, deconv_kernel, padding)
+        # Identity when hr_features is 0, so a checkpoint without the HR layers keeps its tensor names.
+        self.hr: nn.Module = (
+            nn.Sequential(nn.PReLU(hr_features), conv(hr_features, channels, 3)) if hr_features else nn.Identity()
+        )
+        hr_reach = 1 if hr_features else 0
+        conv_radius = head_kernel // 2 + num_maps + deconv_radius(scale, deconv_kernel, padding, hr_reach)
         self.receptive_radius = max(conv_radius, BICUBIC_SKIP_RADIUS if residual else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.deconv(self.body(x))
+        out = self.hr(self.deconv(self.body(x)))
         return out + bicubic_skip(x, self.scale) if self.residual else out

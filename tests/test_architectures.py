@@ -66,6 +66,17 @@ def test_deconv_output_is_exactly_scale_times_input_for_every_size(scale: int) -
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_deconv_with_hr_features_keeps_the_transpose_conv_and_the_size(scale: int) -> None:
+    """The widened decoder: ConvTranspose2d to hr_features channels, then a 3x3 conv at HR to RGB."""
+    model = MODELS.build("deconv", scale=scale, features=56, shrink=24, num_maps=4, hr_features=8).eval()
+    assert isinstance(model.deconv, nn.ConvTranspose2d) and model.deconv.out_channels == 8
+    with torch.inference_mode():
+        for h, w in ((1, 1), (7, 12), (16, 5)):
+            assert model(torch.zeros(1, 3, h, w)).shape == (1, 3, scale * h, scale * w)
+    assert sum(p.numel() for p in model.parameters()) <= 100_000  # the issue's budget
+
+
 def test_deconv_rejects_kernel_below_scale() -> None:
     with pytest.raises(ValueError, match="at least the scale"):
         MODELS.build("deconv", scale=4, deconv_kernel=3)

@@ -32,6 +32,9 @@ CASES = [
     ("deconv", {"features": 16, "shrink": 8, "num_maps": 2, "deconv_kernel": 5}),
     ("deconv", {"num_maps": 0, "head_kernel": 1, "residual": False}),
     ("deconv", {"features": 8, "shrink": 4, "num_maps": 1, "deconv_kernel": 12}),
+    ("deconv", {"features": 8, "shrink": 4, "num_maps": 1, "hr_features": 4}),
+    ("deconv", {"features": 8, "shrink": 4, "num_maps": 0, "head_kernel": 1, "residual": False, "hr_features": 4}),
+    ("deconv", {"features": 8, "shrink": 4, "deconv_kernel": 4, "residual": False, "hr_features": 4}),
 ]
 
 
