@@ -191,11 +191,10 @@ function query() {
   if ($("restore").value) q.set("restore", $("restore").value);
   if (sizeMode() === "scale") {
     q.set("scale", $("scale").value);
-  } else if ($("keep-aspect").checked) {
-    q.set(state.lastEdited, $(state.lastEdited).value); // the server keeps the aspect from one side
   } else {
-    q.set("width", $("width").value);
-    q.set("height", $("height").value);
+    // With the aspect kept, one side is sent and the server derives the other as shown here.
+    const sides = $("keep-aspect").checked ? [state.lastEdited] : ["width", "height"];
+    for (const side of sides) if ($(side).value) q.set(side, $(side).value);
   }
   return q;
 }
