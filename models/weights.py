@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from srserve.files import write_atomic
 from srserve.models.registry import MODELS
 
 CARD_VERSION = 1
@@ -52,7 +53,8 @@ def save_weights(model: nn.Module, path: Path, card: dict[str, Any]) -> dict[str
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"architecture": str(card["architecture"]), "kwargs": json.dumps(card["kwargs"])}
-    save_file(state, str(path), metadata=meta)
+    # safetensors' save_file creates 0600 files: a server running as another user could not read them.
+    write_atomic(path, save(state, metadata=meta))
     full = {
         "card_version": CARD_VERSION,
         **card,
@@ -61,7 +63,7 @@ def save_weights(model: nn.Module, path: Path, card: dict[str, Any]) -> dict[str
         "bytes": path.stat().st_size,
         "sha256": sha256_file(path),
     }
-    card_path(path).write_text(json.dumps(full, indent=2) + "\n")
+    write_atomic(card_path(path), (json.dumps(full, indent=2) + "\n").encode())
     return full
 
 
@@ -101,7 +103,7 @@ def update_card(path: Path, **fields: Any) -> dict[str, Any]:
     if sha256_file(path) != card.get("sha256"):
         raise WeightsError(f"{path}: sha256 does not match its card; refusing to annotate")
     card.update(fields)
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
+    write_atomic(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
     return card
 
 

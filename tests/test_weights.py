@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,17 @@ def test_round_trip(tmp_path: Path) -> None:
     assert count_parameters(model) == card["parameters"]
     assert not model.training
     assert available(tmp_path) == [("espcn", 2, path)]
+
+
+def test_saved_files_take_the_umask_like_any_file(tmp_path: Path) -> None:
+    """Not safetensors' 0600: a server running as another user must be able to read them."""
+    old = os.umask(0o022)
+    try:
+        path = _save(tmp_path)
+    finally:
+        os.umask(old)
+    for saved in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(saved.stat().st_mode) == 0o644, saved
 
 
 def test_update_card_keeps_the_hash(tmp_path: Path) -> None:
