@@ -5,12 +5,31 @@
 # per architecture, one thread each (2-core machine). Every srtrain call passes
 # --resume, so rerunning this script continues an interrupted run from runs/.
 # Longer training: raise the step counts, e.g. ESPCN_X2=30000 scripts/train_weights.sh
-# Then dejpeg and denoise (x1), in parallel, one thread each.
+# `more` stages continue shipped weights with a new cosine cycle (runs/long*/), kept
+# only when validation improves. Then dejpeg and denoise (x1), in parallel, one
+# thread each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 
-val_psnr() { "$BIN/python" -c "import json, sys; print(json.load(open(sys.argv[1]))['metrics']['validation']['psnr_y'])" "$1"; }
+val_psnr() {  # the held-out validation PSNR of a card: Y for upscalers, RGB for restoration
+  "$BIN/python" -c "import json, sys; v = json.load(open(sys.argv[1]))['metrics']['validation']; \
+print(v.get('psnr_y', v.get('psnr_rgb')))" "$1"
+}
+better() { "$BIN/python" -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$(val_psnr "$1")" "$(val_psnr "$2")"; }
+
+# more MODEL SCALE STEPS LR TAG ARCH...: continue the shipped weights STEPS more steps at LR (a new
+# warmup and cosine); the result replaces them only if the held-out validation PSNR improves.
+more() {
+  local model=$1 scale=$2 steps=$3 lr=$4 tag=$5; shift 5
+  [ "$steps" -gt 0 ] || return 0
+  "$BIN/srtrain" "$model" --scale "$scale" --arch "$@" --steps "$steps" --lr "$lr" --warmup 200 --val-every 2000 \
+    --init-from "weights/${model}_x${scale}.safetensors" --run-dir "runs/$tag/${model}_x${scale}" \
+    --out "runs/$tag/out" --threads 1 --quiet --resume
+  if better "runs/$tag/out/${model}_x${scale}.json" "weights/${model}_x${scale}.json"; then
+    cp "runs/$tag/out/${model}_x${scale}.safetensors" "runs/$tag/out/${model}_x${scale}.json" weights/
+  fi
+}
 
 chain() {  # chain MODEL X2_STEPS FINETUNE_STEPS REFINE_STEPS ARCH...
   local model=$1 x2=$2 ft=$3 refine=$4; shift 4
@@ -22,35 +41,36 @@ chain() {  # chain MODEL X2_STEPS FINETUNE_STEPS REFINE_STEPS ARCH...
   "$BIN/srtrain" "$model" --scale 2 --arch "$@" --steps "$refine" --lr 2e-4 --warmup 100 \
     --init-from "weights/${model}_x2.safetensors" --run-dir "runs/${model}_x2_refine" --out runs/refine \
     --threads 1 --quiet --resume
-  if "$BIN/python" -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" \
-      "$(val_psnr "runs/refine/${model}_x2.json")" "$(val_psnr "weights/${model}_x2.json")"; then
+  if better "runs/refine/${model}_x2.json" "weights/${model}_x2.json"; then
     cp "runs/refine/${model}_x2.safetensors" "runs/refine/${model}_x2.json" weights/
   fi
 }
 
 mkdir -p runs
-chain espcn "${ESPCN_X2:-12000}" "${ESPCN_FT:-9000}" "${ESPCN_REFINE:-4000}" \
-  features=64 mid_features=32 num_mid=3 >>runs/espcn.log 2>&1 &
+ESPCN=(features=64 mid_features=32 num_mid=3)
+{
+  chain espcn "${ESPCN_X2:-12000}" "${ESPCN_FT:-9000}" "${ESPCN_REFINE:-4000}" "${ESPCN[@]}"
+  more espcn 2 "${ESPCN_X2_MORE:-15000}" 3e-4 long "${ESPCN[@]}"
+} >>runs/espcn.log 2>&1 &
 chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" \
   features=56 shrink=24 num_maps=4 >>runs/deconv.log 2>&1 &
 wait
 
 # The x1 restoration models (degradations made on the fly; RESTORE=0 skips them).
-restore() {  # restore TASK STEPS MORE_STEPS: STEPS at lr 5e-4, then MORE_STEPS again from them at 4e-4
-  local arch=(--arch features=16 max_features=64 --patch 48 --batch 16 --threads 1 --quiet --resume)
-  "$BIN/srtrain" "$1" "${arch[@]}" --steps "$2" --val-every 1000 --lr 5e-4 --warmup 300 --run-dir "runs/$1_x1"
-  [ "$3" -gt 0 ] || return 0
-  "$BIN/srtrain" "$1" "${arch[@]}" --steps "$3" --val-every 2000 --lr 4e-4 --warmup 200 \
-    --init-from "weights/$1_x1.safetensors" --run-dir "runs/long/$1_x1" --out runs/long/out
-  if "$BIN/python" -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" \
-      "$(val_rgb "runs/long/out/$1_x1.json")" "$(val_rgb "weights/$1_x1.json")"; then
-    cp "runs/long/out/$1_x1.safetensors" "runs/long/out/$1_x1.json" weights/
-  fi
+RESTORER=(features=16 max_features=64)
+restore() {  # restore TASK STEPS: STEPS at lr 5e-4 from scratch
+  "$BIN/srtrain" "$1" --arch "${RESTORER[@]}" --steps "$2" --val-every 1000 --lr 5e-4 --warmup 300 \
+    --threads 1 --quiet --resume --run-dir "runs/$1_x1"
 }
-val_rgb() { "$BIN/python" -c "import json, sys; print(json.load(open(sys.argv[1]))['metrics']['validation']['psnr_rgb'])" "$1"; }
 if [ "${RESTORE:-1}" != 0 ]; then
   # dejpeg's continuation stayed flat (held-out 32.18 dB after 2,000 more steps, 32.17 after 4,000): off.
-  restore dejpeg "${DEJPEG_STEPS:-6000}" "${DEJPEG_MORE:-0}" >>runs/dejpeg.log 2>&1 &
-  restore denoise "${DENOISE_STEPS:-6000}" "${DENOISE_MORE:-18000}" >>runs/denoise.log 2>&1 &
+  {
+    restore dejpeg "${DEJPEG_STEPS:-6000}"
+    more dejpeg 1 "${DEJPEG_MORE:-0}" 4e-4 long "${RESTORER[@]}"
+  } >>runs/dejpeg.log 2>&1 &
+  {
+    restore denoise "${DENOISE_STEPS:-6000}"
+    more denoise 1 "${DENOISE_MORE:-18000}" 4e-4 long "${RESTORER[@]}"
+  } >>runs/denoise.log 2>&1 &
   wait
 fi
