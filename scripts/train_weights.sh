@@ -51,6 +51,8 @@ ESPCN=(features=64 mid_features=32 num_mid=3)
 {
   chain espcn "${ESPCN_X2:-12000}" "${ESPCN_FT:-9000}" "${ESPCN_REFINE:-4000}" "${ESPCN[@]}"
   more espcn 2 "${ESPCN_X2_MORE:-15000}" 3e-4 long "${ESPCN[@]}"
+  more espcn 3 "${ESPCN_X3_MORE:-9000}" 3e-4 long2 "${ESPCN[@]}"
+  more espcn 3 "${ESPCN_X3_MORE2:-3000}" 1e-4 long3 "${ESPCN[@]}"
 } >>runs/espcn.log 2>&1 &
 chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" \
   features=56 shrink=24 num_maps=4 >>runs/deconv.log 2>&1 &
@@ -71,6 +73,7 @@ if [ "${RESTORE:-1}" != 0 ]; then
   {
     restore denoise "${DENOISE_STEPS:-6000}"
     more denoise 1 "${DENOISE_MORE:-18000}" 4e-4 long "${RESTORER[@]}"
+    more denoise 1 "${DENOISE_MORE2:-12000}" 3e-4 long2 "${RESTORER[@]}"
   } >>runs/denoise.log 2>&1 &
   wait
 fi
