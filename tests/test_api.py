@@ -131,11 +131,12 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
 def test_web_page_and_its_files_are_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text
+    assert "static/app.js" in page.text and "static/page.css" in page.text
+    app_js = client.get("/static/app.js").text
+    assert 'from "./compare.js"' in app_js and "v1/upscale" in app_js
     for path, media_type in (("app.js", "javascript"), ("compare.js", "javascript"), ("page.css", "text/css")):
-        assert f"static/{path}" in page.text or path == "compare.js"
         served = client.get(f"/static/{path}")
         assert served.status_code == 200 and media_type in served.headers["content-type"], path
-    assert "v1/upscale" in client.get("/static/app.js").text
     assert client.get("/static/../settings.py").status_code == 404  # only the page's folder
 
 
