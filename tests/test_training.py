@@ -162,3 +162,15 @@ def test_data_downscale_shrinks_the_images_and_is_recorded(image_folder: Path, t
 
 def test_bad_arch_argument_is_a_usage_error(image_folder: Path, tmp_path: Path) -> None:
     assert srtrain.main(["espcn", "--scale", "2", "--data", str(image_folder), "--arch", "colour=3"]) == 2
+
+
+def test_loss_is_chosen_and_recorded(image_folder: Path, tmp_path: Path) -> None:
+    l1 = run(image_folder, tmp_path, "l1", "--steps", "3", "--val-every", "3")
+    l2 = run(image_folder, tmp_path, "l2", "--steps", "3", "--val-every", "3", "--loss", "l2")
+    assert read_card(l1)["training"]["recipe"]["loss"] == "l1"
+    assert read_card(l2)["training"]["recipe"]["loss"] == "l2"
+    a, b = load_file(str(l1)), load_file(str(l2))
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # same seed and data: only the loss differs
+    with pytest.raises(SystemExit) as exc:
+        srtrain.main(["espcn", "--scale", "2", "--data", str(image_folder), "--loss", "huber"])
+    assert exc.value.code == 2

@@ -24,12 +24,12 @@ from srserve.models.training.checkpoint import init_from
 from srserve.models.training.data import load_pairs, split
 from srserve.models.training.degrade import TASKS, Degradation
 from srserve.models.training.restoration import cpu_seconds_per_megapixel, evaluate, restoration_task
-from srserve.models.training.trainer import Recipe, sr_task, train
+from srserve.models.training.trainer import LOSSES, Recipe, sr_task, train
 from srserve.models.weights import save_weights, sha256_file, weights_stem
 
 DEFAULT_DATA = Path("../shared/datasets/sun_hays80")
 DEFAULT_EVAL = Path("../shared/datasets/set5")
-RECIPE_ARGS = ("steps", "batch", "patch", "lr", "min_lr", "warmup", "seed", "val_every")
+RECIPE_ARGS = ("steps", "batch", "patch", "lr", "min_lr", "warmup", "loss", "seed", "val_every")
 
 
 def parse_arch_args(items: list[str]) -> dict[str, Any]:
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Recipe()
     for name in RECIPE_ARGS:
         value = getattr(defaults, name)
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        choices = sorted(LOSSES) if name == "loss" else None
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, choices=choices)
     return p
 
 
