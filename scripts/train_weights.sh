@@ -84,6 +84,7 @@ if [ "${RESTORE:-1}" != 0 ]; then
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2:-10000}" 4e-4 ds2 "${RESTORER[@]}"
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2B:-12000}" 3e-4 ds2b "${RESTORER[@]}"
     DS=2 VAL=500 LOSS=l2 more dejpeg 1 "${DEJPEG_DS2C:-4000}" 1e-4 ds2c "${RESTORER[@]}"
+    DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2D:-10000}" 2e-4 ds2d "${RESTORER[@]}"
   } >>runs/dejpeg.log 2>&1 &
   {
     restore denoise "${DENOISE_STEPS:-6000}"
