@@ -61,6 +61,8 @@ ESPCN=(features=64 mid_features=32 num_mid=3)
   more espcn 2 "${ESPCN_X2_MORE:-15000}" 3e-4 long "${ESPCN[@]}"
   more espcn 3 "${ESPCN_X3_MORE:-9000}" 3e-4 long2 "${ESPCN[@]}"
   more espcn 3 "${ESPCN_X3_MORE2:-3000}" 1e-4 long3 "${ESPCN[@]}"
+  VAL=1000 more espcn 4 "${ESPCN_X4_MORE:-6000}" 3e-4 long2 "${ESPCN[@]}"
+  VAL=500 LOSS=l2 more espcn 4 "${ESPCN_X4_L2:-2500}" 1e-4 l2 "${ESPCN[@]}"
 } >>runs/espcn.log 2>&1 &
 chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" \
   features=56 shrink=24 num_maps=4 >>runs/deconv.log 2>&1 &
