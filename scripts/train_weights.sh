@@ -96,6 +96,7 @@ if [ "${RESTORE:-1}" != 0 ]; then
     DS=2 VAL=1000 more denoise 1 "${DENOISE_DS2:-10000}" 3e-4 ds2 "${RESTORER[@]}"
     DS=2 VAL=1000 more denoise 1 "${DENOISE_DS2B:-8000}" 2e-4 ds2b "${RESTORER[@]}"
     DS=2 VAL=500 LOSS=l2 more denoise 1 "${DENOISE_DS2C:-3000}" 1e-4 ds2c "${RESTORER[@]}"
+    DS=2 VAL=1000 more denoise 1 "${DENOISE_DS2D:-8000}" 2e-4 ds2d "${RESTORER[@]}"
   } >>runs/denoise.log 2>&1 &
   wait
 fi
