@@ -88,6 +88,7 @@ if [ "${RESTORE:-1}" != 0 ]; then
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2B:-12000}" 3e-4 ds2b "${RESTORER[@]}"
     DS=2 VAL=500 LOSS=l2 more dejpeg 1 "${DEJPEG_DS2C:-4000}" 1e-4 ds2c "${RESTORER[@]}"
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2D:-10000}" 2e-4 ds2d "${RESTORER[@]}"
+    DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2E:-10000}" 2e-4 ds2e "${RESTORER[@]}"
   } >>runs/dejpeg.log 2>&1 &
   {
     restore denoise "${DENOISE_STEPS:-6000}"
