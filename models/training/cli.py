@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="checkpoints (default runs/<model>_x<scale>)")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.safetensors")
     p.add_argument("--init-from", type=Path, help="start from matching tensors of a weights file")
+    p.add_argument(
+        "--grow",
+        action="store_true",
+        help="with --init-from: embed a narrower model's weights in this wider one, computing the same output",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
@@ -105,12 +110,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"srtrain: {e}", file=sys.stderr)
         return 2
     recipe = Recipe(**{k: getattr(args, k) for k in RECIPE_ARGS})
+    if args.grow and not args.init_from:
+        print("srtrain: --grow needs --init-from", file=sys.stderr)
+        return 2
     if args.init_from:
-        copied = init_from(args.init_from, model)
+        try:
+            copied = init_from(args.init_from, model, grow=args.grow)
+        except ValueError as e:
+            print(f"srtrain: --grow: {e}", file=sys.stderr)
+            return 2
         recipe.extra["init_from"] = {
             "file": args.init_from.name,
             "sha256": sha256_file(args.init_from),
             "tensors": len(copied),
+            **({"grown": True} if args.grow else {}),
         }
     if args.data_downscale < 1:
         print("srtrain: --data-downscale must be at least 1", file=sys.stderr)
