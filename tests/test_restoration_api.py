@@ -20,7 +20,7 @@ from srserve.service.routing import resolve
 from srserve.service.windows import run_route
 from tests import imagegen
 from tests.conftest import WEIGHTS, smooth_image
-from tests.inprocess import app_client, sample
+from tests.inprocess import app_client, sample, upload
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,6 @@ def client() -> Iterator[TestClient]:
 
 def png(pixels: np.ndarray) -> bytes:
     return imagegen.encode(Image.fromarray(pixels), "PNG")
-
-
-def upload(client: TestClient, data: bytes, **params: object):
-    return client.post("/v1/upscale", params=params, files={"image": ("a.png", data, "image/png")})
 
 
 def pixels_of(response) -> np.ndarray:
