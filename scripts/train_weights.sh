@@ -94,6 +94,7 @@ if [ "${RESTORE:-1}" != 0 ]; then
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2D:-10000}" 2e-4 ds2d "${RESTORER[@]}"
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2E:-10000}" 2e-4 ds2e "${RESTORER[@]}"
     DS=2 VAL=1000 GROW=1 more dejpeg 1 "${DEJPEG_GROW:-18000}" 3e-4 grow "${WIDE[@]}"
+    DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_GROW2:-5000}" 2e-4 grow2 "${WIDE[@]}"
   } >>runs/dejpeg.log 2>&1 &
   {
     restore denoise "${DENOISE_STEPS:-6000}"
