@@ -65,8 +65,11 @@ ESPCN=(features=64 mid_features=32 num_mid=3)
   VAL=1000 more espcn 4 "${ESPCN_X4_MORE:-6000}" 3e-4 long2 "${ESPCN[@]}"
   VAL=500 LOSS=l2 more espcn 4 "${ESPCN_X4_L2:-2500}" 1e-4 l2 "${ESPCN[@]}"
 } >>runs/espcn.log 2>&1 &
-chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" \
-  features=56 shrink=24 num_maps=4 >>runs/deconv.log 2>&1 &
+{
+  chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" features=56 shrink=24 num_maps=4
+  # x2 widened to the 64/32 mapping (GROW=1: the same output at the start, 41,699 -> 61,891 parameters).
+  VAL=1000 GROW=1 more deconv 2 "${DECONV_GROW:-5000}" 3e-4 grow features=64 shrink=32 num_maps=4
+} >>runs/deconv.log 2>&1 &
 wait
 
 # The x1 restoration models (degradations made on the fly; RESTORE=0 skips them).
