@@ -24,7 +24,8 @@ better() { "$BIN/python" -c "import sys; sys.exit(not float(sys.argv[1]) > float
 # more MODEL SCALE STEPS LR TAG ARCH...: continue the shipped weights STEPS more steps at LR (a new
 # warmup and cosine); the result replaces them only if the held-out validation PSNR improves.
 # DS=N trains on N-times box-downscaled images, LOSS=l2 finishes on L2, VAL sets --val-every,
-# GROW=1 widens the shipped model to ARCH first (srtrain --grow: same output, new channels).
+# GROW=1 widens the shipped model to ARCH first (srtrain --grow: same output, new channels;
+# a plain copy when it is that wide already, so a GROW stage works whichever stage was kept).
 # A stage that changes DS changes the validation images too, so its numbers cannot be compared
 # with the shipped card's: such a stage is a recipe switch, measured once (see its comment) and kept.
 more() {
@@ -97,7 +98,7 @@ if [ "${RESTORE:-1}" != 0 ]; then
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2D:-10000}" 2e-4 ds2d "${RESTORER[@]}"
     DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_DS2E:-10000}" 2e-4 ds2e "${RESTORER[@]}"
     DS=2 VAL=1000 GROW=1 more dejpeg 1 "${DEJPEG_GROW:-18000}" 3e-4 grow "${WIDE[@]}"
-    DS=2 VAL=1000 more dejpeg 1 "${DEJPEG_GROW2:-5000}" 2e-4 grow2 "${WIDE[@]}"
+    DS=2 VAL=1000 GROW=1 more dejpeg 1 "${DEJPEG_GROW2:-5000}" 2e-4 grow2 "${WIDE[@]}"
   } >>runs/dejpeg.log 2>&1 &
   {
     restore denoise "${DENOISE_STEPS:-6000}"

@@ -79,3 +79,11 @@ def test_grow_needs_init_from_that_fits(image_folder: Path, tmp_path: Path) -> N
     save_file(MODELS.build("espcn", scale=2).state_dict(), str(wide))
     args = ["espcn", "--scale", "2", "--data", str(image_folder), "--arch", "features=8", "mid_features=4"]
     assert srtrain.main([*args, "--init-from", str(wide), "--grow"]) == 2
+
+
+def test_growing_into_the_same_width_is_a_plain_copy() -> None:
+    """So a GROW stage in train_weights.sh works whether or not the stage before it widened."""
+    source = MODELS.build("dejpeg", features=4, max_features=8).state_dict()
+    same = MODELS.build("dejpeg", features=4, max_features=8)
+    assert sorted(grow_into(source, same)) == sorted(source)
+    assert all(torch.equal(v, source[k]) for k, v in same.state_dict().items())
