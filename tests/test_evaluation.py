@@ -12,6 +12,7 @@ from PIL import Image
 from srserve.models.evaluation import cli as sreval
 from srserve.models.evaluation.metrics import psnr, rgb_to_y, ssim, y_psnr_ssim
 from srserve.models.evaluation.protocol import list_images, load_rgb, mean, pair, pil_bicubic, score
+from srserve.models.training.data import split
 from tests.conftest import DATASETS, WEIGHTS, smooth_image
 
 
@@ -74,6 +75,27 @@ def test_sreval_table_and_comparison(image_folder: Path, tmp_path: Path, capsys:
 
 def test_sreval_rejects_empty_folder(tmp_path: Path) -> None:
     assert sreval.main([str(tmp_path)]) == 2
+
+
+def test_sreval_held_out_and_downscaled(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--held-out scores exactly srtrain's validation images; --downscale box-averages them first."""
+    out = tmp_path / "cmp"
+    args = [str(image_folder), "--models", "espcn", "--scales", "2", "--weights", str(WEIGHTS)]
+    assert sreval.main([*args, "--held-out", "--val-count", "2", "--downscale", "2", "--compare", str(out)]) == 0
+    assert "images: the 2 images srtrain holds out, box-averaged 2x smaller" in capsys.readouterr().out
+    held_out = split(image_folder, 2)[1]
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == sorted(f"{f.stem}_espcn_x2.png" for f in held_out)
+    for f, png in zip(sorted(held_out), pngs, strict=True):
+        with load_rgb(f) as full, Image.open(png) as im:
+            side = min(s // 2 - s // 2 % 2 for s in full.size)  # half size, modcropped to x2
+            assert im.size == (3 * side + 2 * 4, side)
+
+
+@pytest.mark.parametrize("bad", [["--downscale", "0"], ["--held-out", "--val-count", "4"]])
+def test_sreval_rejects_bad_selection(image_folder: Path, bad: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert sreval.main([str(image_folder), "--models", "espcn", "--scales", "2", *bad]) == 2
+    assert capsys.readouterr().err.startswith("sreval: ")
 
 
 @pytest.mark.dataset

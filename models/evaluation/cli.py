@@ -18,8 +18,9 @@ from srserve.models.allocator import keep_large_allocations
 from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 from srserve.models.device import DEVICE_HELP, resolve_device
 from srserve.models.evaluation import restoration
-from srserve.models.evaluation.protocol import Upscaler, list_images, load_rgb, mean, pair, pil_bicubic, score
+from srserve.models.evaluation.protocol import Upscaler, list_images, mean, pair, pil_bicubic, score
 from srserve.models.imageops import upscale_array
+from srserve.models.training.data import load_hr, split
 from srserve.models.training.degrade import TASKS
 from srserve.models.weights import WeightsError
 
@@ -33,6 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, nargs="?", default=Path("../shared/datasets/set5"), help="HR images")
     p.add_argument("--models", nargs="+", default=MODELS.names("learned"), help="registry names to evaluate")
     p.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
+    p.add_argument(
+        "--held-out",
+        action="store_true",
+        help="only the images srtrain holds out of FOLDER for validation (its fixed split)",
+    )
+    p.add_argument("--val-count", type=int, default=6, help="--held-out: how many (srtrain's --val-count)")
+    p.add_argument(
+        "--downscale",
+        type=int,
+        default=1,
+        help="box-average each image N times smaller first, as srtrain --data-downscale does",
+    )
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="folder of weights + cards")
     p.add_argument("--compare", type=Path, help="write bicubic | model | ground-truth crops here")
     p.add_argument("--crop", type=int, default=192, help="side of the comparison crops (HR px)")
@@ -59,10 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     keep_large_allocations()
     try:
         device = resolve_device(args.device)
-        images = [(f.name, load_rgb(f)) for f in list_images(args.folder)]
+        if args.downscale < 1:
+            raise ValueError(f"--downscale must be at least 1, got {args.downscale}")
+        files = split(args.folder, args.val_count)[1] if args.held_out else list_images(args.folder)
+        images = [(f.name, load_hr(f, args.downscale)) for f in files]
     except (FileNotFoundError, ValueError) as e:
         print(f"sreval: {e}", file=sys.stderr)
         return 2
+    if args.held_out or args.downscale > 1:
+        held = f"the {len(images)} images srtrain holds out" if args.held_out else f"{len(images)} images"
+        shrunk = f", box-averaged {args.downscale}x smaller" if args.downscale > 1 else ""
+        print(f"{args.folder.name}: {held}{shrunk}")
     if args.task is not None:
         level = args.quality if args.task == "dejpeg" else args.sigma
         arrays = [(name, np.asarray(image)) for name, image in images]
