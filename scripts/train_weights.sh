@@ -70,6 +70,7 @@ ESPCN=(features=64 mid_features=32 num_mid=3)
   chain deconv "${DECONV_X2:-7500}" "${DECONV_FT:-6000}" "${DECONV_REFINE:-3000}" features=56 shrink=24 num_maps=4
   # x2 widened to the 64/32 mapping (GROW=1: the same output at the start, 41,699 -> 61,891 parameters).
   VAL=1000 GROW=1 more deconv 2 "${DECONV_GROW:-5000}" 3e-4 grow features=64 shrink=32 num_maps=4
+  VAL=1000 more deconv 2 "${DECONV_MORE:-10000}" 3e-4 cont features=64 shrink=32 num_maps=4
 } >>runs/deconv.log 2>&1 &
 wait
 
