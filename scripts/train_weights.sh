@@ -41,6 +41,16 @@ more() {
   fi
 }
 
+transfer() {  # transfer MODEL SCALE STEPS LR TAG ARCH...: SCALE afresh from the shipped x2 body, kept if validation improves
+  local model=$1 scale=$2 steps=$3 lr=$4 tag=$5; shift 5
+  "$BIN/srtrain" "$model" --scale "$scale" --arch "$@" --steps "$steps" --lr "$lr" --val-every "${VAL:-2000}" \
+    --init-from "weights/${model}_x2.safetensors" --run-dir "runs/$tag/${model}_x${scale}" --out "runs/$tag/out" \
+    --threads 1 --quiet --resume
+  if better "runs/$tag/out/${model}_x${scale}.json" "weights/${model}_x${scale}.json"; then
+    cp "runs/$tag/out/${model}_x${scale}.safetensors" "runs/$tag/out/${model}_x${scale}.json" weights/
+  fi
+}
+
 chain() {  # chain MODEL X2_STEPS FINETUNE_STEPS REFINE_STEPS ARCH...
   local model=$1 x2=$2 ft=$3 refine=$4; shift 4
   "$BIN/srtrain" "$model" --scale 2 --arch "$@" --steps "$x2" --threads 1 --quiet --resume
@@ -71,6 +81,10 @@ ESPCN=(features=64 mid_features=32 num_mid=3)
   # x2 widened to the 64/32 mapping (GROW=1: the same output at the start, 41,699 -> 61,891 parameters).
   VAL=1000 GROW=1 more deconv 2 "${DECONV_GROW:-5000}" 3e-4 grow features=64 shrink=32 num_maps=4
   VAL=1000 more deconv 2 "${DECONV_MORE:-10000}" 3e-4 cont features=64 shrink=32 num_maps=4
+  # x3 and x4 start again from that x2 body (64/32 mapping), as the chain did from the 56/24 one.
+  for s in 3 4; do
+    VAL=1000 transfer deconv "$s" "${DECONV_XFER:-6000}" 5e-4 xfer features=64 shrink=32 num_maps=4
+  done
 } >>runs/deconv.log 2>&1 &
 wait
 
