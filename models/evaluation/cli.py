@@ -20,7 +20,7 @@ from srserve.models.device import DEVICE_HELP, resolve_device
 from srserve.models.evaluation import restoration
 from srserve.models.evaluation.protocol import Upscaler, list_images, mean, pair, pil_bicubic, score
 from srserve.models.imageops import upscale_array
-from srserve.models.training.data import load_hr, split
+from srserve.models.training.data import VAL_COUNT, load_hr, split
 from srserve.models.training.degrade import TASKS
 from srserve.models.weights import WeightsError
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the images srtrain holds out of FOLDER for validation (its fixed split)",
     )
-    p.add_argument("--val-count", type=int, default=6, help="--held-out: how many (srtrain's --val-count)")
+    p.add_argument("--val-count", type=int, default=VAL_COUNT, help="--held-out: how many (srtrain's --val-count)")
     p.add_argument(
         "--downscale",
         type=int,

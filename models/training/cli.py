@@ -21,7 +21,7 @@ from srserve.models.device import DEVICE_HELP, resolve_device
 from srserve.models.evaluation.protocol import list_images, load_rgb, mean, score
 from srserve.models.imageops import upscale_array
 from srserve.models.training.checkpoint import init_from
-from srserve.models.training.data import load_pairs, split
+from srserve.models.training.data import VAL_COUNT, load_pairs, split
 from srserve.models.training.degrade import TASKS, Degradation
 from srserve.models.training.restoration import cpu_seconds_per_megapixel, evaluate, restoration_task
 from srserve.models.training.trainer import LOSSES, Recipe, sr_task, train
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, help="upscale factor (x1 restoration models: 1, the default)")
     p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE", help="architecture keyword arguments")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of HR training images")
-    p.add_argument("--val-count", type=int, default=6, help="images held out for validation")
+    p.add_argument("--val-count", type=int, default=VAL_COUNT, help="images held out for validation")
     p.add_argument(
         "--data-downscale",
         type=int,

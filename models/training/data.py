@@ -14,6 +14,8 @@ from srserve.models.evaluation.protocol import list_images, load_rgb, pair
 
 #: Seed of the train/validation split, fixed so that every run holds out the same images.
 SPLIT_SEED = 20121
+#: Images held out for validation unless told otherwise (srtrain and sreval --held-out agree).
+VAL_COUNT = 6
 
 
 @dataclass
