@@ -104,6 +104,40 @@ class DeconvSR(nn.Module):
         conv_radius = head_kernel // 2 + num_maps + deconv_radius(scale, deconv_kernel, padding, hr_reach)
         self.receptive_radius = max(conv_radius, BICUBIC_SKIP_RADIUS if residual else 0)
 
+    def deepen(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A shallower model's tensors, renamed for this one, its missing mapping layers as identities.
+
+        Used by ``srtrain --grow`` (:func:`~srserve.models.training.checkpoint.grow_into`). The
+        new maps go after the old ones, so the expanding layer and everything after it move up.
+        A mapping layer is a 3x3 conv and a PReLU: a centred one-hot kernel, a zero bias and a
+        slope of 1 pass its input through, so the deeper model starts out computing what the
+        shallower one did, and training moves the new layers from there.
+        """
+        if "body.2.weight" not in state:  # not a deconv body: grow_into names what does not fit
+            return state
+        convs = {int(k.split(".")[1]) for k, v in state.items() if k.startswith("body.") and v.dim() == 4}
+        old_maps, new_maps = len(convs) - 3, (len(self.body) - 6) // 2
+        if old_maps > new_maps:
+            raise ValueError(f"cannot grow {old_maps} mapping layers into {new_maps}")
+        first_moved, shift = 4 + 2 * old_maps, 2 * (new_maps - old_maps)
+        deeper = {}
+        for name, tensor in state.items():
+            prefix, _, rest = name.partition(".")
+            index, _, param = rest.partition(".")
+            if prefix == "body" and int(index) >= first_moved:
+                name = f"body.{int(index) + shift}.{param}"
+            deeper[name] = tensor
+        like = state["body.2.weight"]  # the shrinking conv: (shrink, features, 1, 1)
+        width = like.shape[0]
+        identity = torch.zeros(width, width, 3, 3, dtype=like.dtype, device=like.device)
+        identity[range(width), range(width), 1, 1] = 1
+        for m in range(old_maps, new_maps):
+            at = 4 + 2 * m
+            deeper[f"body.{at}.weight"] = identity.clone()
+            deeper[f"body.{at}.bias"] = torch.zeros(width, dtype=like.dtype, device=like.device)
+            deeper[f"body.{at + 1}.weight"] = torch.ones(width, dtype=like.dtype, device=like.device)
+        return deeper
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.hr(self.deconv(self.body(x)))
         return out + bicubic_skip(x, self.scale) if self.residual else out

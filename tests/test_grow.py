@@ -49,6 +49,43 @@ def test_the_grown_model_computes_what_the_narrow_one_did(name: str, narrow: dic
         assert not torch.allclose(big(x), small(x), atol=1e-3)
 
 
+DEEPENINGS = [
+    # deconv: more mapping layers, inserted as identities; then deeper and wider at once, with an HR stage
+    ({"features": 8, "shrink": 4, "num_maps": 2}, {"features": 8, "shrink": 4, "num_maps": 4}),
+    (
+        {"features": 8, "shrink": 4, "num_maps": 0, "hr_features": 2},
+        {"features": 12, "shrink": 6, "num_maps": 3, "hr_features": 2},
+    ),
+]
+
+
+@pytest.mark.parametrize(("narrow", "wide"), DEEPENINGS, ids=["deeper", "deeper-and-wider"])
+def test_a_deepened_deconv_computes_what_the_shallow_one_did(narrow: dict, wide: dict) -> None:
+    torch.manual_seed(0)
+    small = MODELS.build("deconv", scale=3, **narrow).eval()
+    for p in small.parameters():
+        p.data.normal_(0, 0.3)
+    big = MODELS.build("deconv", scale=3, **wide).eval()
+    assert big.receptive_radius > small.receptive_radius
+    copied = grow_into(small.state_dict(), big)
+    added = 3 * (wide["num_maps"] - narrow["num_maps"])  # weight, bias, PReLU slope per new map
+    assert len(copied) == len(small.state_dict()) + added
+    x = torch.rand(2, 3, 17, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), rtol=1e-5, atol=1e-5)
+        # The new maps are real layers: moving one changes the output.
+        new_map = big.body[4 + 2 * narrow["num_maps"]]
+        new_map.weight.add_(torch.randn_like(new_map.weight) * 0.05)
+        assert not torch.allclose(big(x), small(x), atol=1e-3)
+
+
+def test_a_deeper_source_does_not_fit_a_shallower_deconv() -> None:
+    deep = MODELS.build("deconv", scale=2, features=8, shrink=4, num_maps=3)
+    shallow = MODELS.build("deconv", scale=2, features=8, shrink=4, num_maps=1)
+    with pytest.raises(ValueError, match="cannot grow 3 mapping layers into 1"):
+        grow_into(deep.state_dict(), shallow)
+
+
 def test_a_source_that_does_not_fit_is_refused() -> None:
     wide = MODELS.build("espcn", scale=2, features=16, mid_features=8, num_mid=1)
     narrow = MODELS.build("espcn", scale=2, features=8, mid_features=4, num_mid=1)

@@ -86,7 +86,14 @@ def grow_into(source: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
     model's own initialisation and learn from the first step. Holds for architectures whose
     added channels only meet added channels, as widening every level's ``features`` does.
     Every source tensor must find a place: a missing or wider one is a ``ValueError``.
+
+    A model with a ``deepen(state)`` method (``deconv``: more mapping layers) first renames the
+    source's tensors for its own layout and adds identity-initialised layers, so a model both
+    deeper and wider than the source also starts out computing what the source did.
     """
+    deepen = getattr(model, "deepen", None)
+    if deepen is not None:
+        source = deepen(source)
     modules = dict(model.named_modules())
     state = model.state_dict()
     copied = []

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grow",
         action="store_true",
-        help="with --init-from: embed a narrower model's weights in this wider one, computing the same output",
+        help="with --init-from: embed a narrower model's weights in this wider one (for deconv, also a"
+        " shallower one's in this deeper one), computing the same output",
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
