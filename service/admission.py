@@ -64,6 +64,7 @@ class WaitPredictor:
         self.min_retry_after_s = min_retry_after_s
         self._queued_s = [0.0 for _ in Priority]  # calibrated seconds queued, per rank
         self._busy_until = 0.0  # predicted end of the work on the device (monotonic)
+        self._inflight_s = 0.0  # predicted seconds of the batches started and not finished
         # Per rank, apart: low priority is overtaken by design and must not inflate normal's predictions.
         self._ratios: list[deque[float]] = [deque(maxlen=64) for _ in Priority]
         self._correction = [1.0 for _ in Priority]
@@ -121,18 +122,26 @@ class WaitPredictor:
         """Admitted work that never reached the queue (its output could not be allocated)."""
         self._queued_s[rank] = max(0.0, self._queued_s[rank] - seconds)
 
-    def started(self, costs: list[tuple[int, float]], now: float, *, queue_empty: bool) -> None:
-        """Windows of ``(rank, seconds)`` left the queue for the device."""
+    def started(self, costs: list[tuple[int, float]], now: float, *, queue_empty: bool) -> float:
+        """Windows of ``(rank, seconds)`` left the queue for the device; returns the batch's seconds."""
         for rank, seconds in costs:
             self._queued_s[rank] = max(0.0, self._queued_s[rank] - seconds)
         if queue_empty:  # no drift from rounding
             self._queued_s = [0.0 for _ in Priority]
-        self._busy_until = max(now, self._busy_until) + sum(s for _, s in costs)
+        total = sum(s for _, s in costs)
+        self._inflight_s += total
+        self._busy_until = max(now, self._busy_until) + total
+        return total
 
-    def finished(self, now: float) -> None:
-        """A batch's results are in; nothing predicted is left on the device once its time has passed."""
-        if self._busy_until <= now:
-            self._busy_until = 0.0
+    def finished(self, seconds: float, now: float) -> None:
+        """A batch of ``seconds`` (what :meth:`started` returned) is done at ``now``.
+
+        What is left on the device is re-anchored on the real end of this batch:
+        a batch faster than predicted must not push the next one's predicted end
+        later, or under sustained load the error adds up batch after batch.
+        """
+        self._inflight_s = max(0.0, self._inflight_s - seconds)
+        self._busy_until = now + self._inflight_s if self._inflight_s > 1e-9 else 0.0
 
     def observe_answer(self, rank: int, predicted: float, real: float) -> None:
         """Fold a request's real time to its answer into the correction at its ``rank``.

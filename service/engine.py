@@ -300,16 +300,22 @@ class Engine:
         with self._lock:
             self._queued -= len(batch)
             costs = [(w.rank, w.cost_s) for w in batch]
-            self._waits.started(costs, time.monotonic(), queue_empty=not self._queued)
+            cost_s = self._waits.started(costs, time.monotonic(), queue_empty=not self._queued)
             self._publish_queue_locked()
+        launched = None
         try:
             live = self._live(batch)
-            return self._launch(live) if live else None
+            launched = self._launch(live) if live else None
         except Exception:  # never let one batch end the worker
             log.exception("batch handling failed")
             for job in {w.job for w in batch}:
                 self._fail(job, RuntimeError("internal error while handling the batch"))
-            return None
+        if launched is None:  # dropped, failed, or run at once in halves: nothing of it is left on the device
+            with self._lock:
+                self._waits.finished(cost_s, time.monotonic())
+        else:
+            launched.cost_s = cost_s
+        return launched
 
     def _live(self, batch: list[Work]) -> list[Work]:
         now = time.monotonic()
@@ -381,6 +387,8 @@ class Engine:
             results = launched.pending.wait()
         except Exception as e:
             launched.pending.release()
+            with self._lock:
+                self._waits.finished(launched.cost_s, time.monotonic())
             self._batch_failed(items, jobs, e, split=False)
             return
         done = time.monotonic()
@@ -413,7 +421,7 @@ class Engine:
         # The worker's whole turn (stack, model, paste) is what the queue waits for.
         with self._lock:
             self._waits.calibrate(route.key, sum(w.planned_s for w in items), time.monotonic() - turn_start)
-            self._waits.finished(done)
+            self._waits.finished(launched.cost_s, done)
 
     def _fail(self, job: Job, error: BaseException) -> None:
         if not job.finished:

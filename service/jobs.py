@@ -76,6 +76,7 @@ class Launched:
     jobs: list[Job]
     start: float
     pending: Pending
+    cost_s: float = 0.0  # its predicted seconds, for the admission's account of the device
 
 
 @dataclass(eq=False)

@@ -1,0 +1,47 @@
+"""The admission's account of the device, as plain state driven by hand-made times."""
+
+from __future__ import annotations
+
+import pytest
+
+from srserve.service.admission import Priority, QueueFull, WaitPredictor
+
+NORMAL, LOW = Priority.NORMAL.rank, Priority.LOW.rank
+
+
+def test_batches_faster_than_predicted_do_not_add_up_to_a_phantom_wait() -> None:
+    """Predicted 0.3 s a batch, each really done in 0.25 s: under sustained load the
+    device's predicted end is re-anchored on each real end, so the wait ahead of a
+    new request stays one batch, not one batch plus 0.05 s for every batch so far."""
+    waits = WaitPredictor(max_wait_s=1.0)
+    now = 0.0
+    for _ in range(40):
+        cost = waits.started([(LOW, 0.3)], now, queue_empty=False)
+        now += 0.25
+        waits.finished(cost, now)
+    waits.started([(LOW, 0.3)], now, queue_empty=False)
+    assert waits.ahead(NORMAL, now + 0.1) == pytest.approx(0.2)
+    assert waits.admit(NORMAL, 0.3, now + 0.1, queue_empty=False) == pytest.approx(0.5)
+
+
+def test_overlapped_batches_leave_what_is_still_on_the_device() -> None:
+    """On CUDA the next batch launches before the last is awaited: when the first is
+    done, the second's whole predicted time is still ahead, from that moment."""
+    waits = WaitPredictor()
+    first = waits.started([(NORMAL, 0.2)], 0.0, queue_empty=False)
+    second = waits.started([(NORMAL, 0.3), (LOW, 0.1)], 0.01, queue_empty=True)
+    assert waits.ahead(NORMAL, 0.01) == pytest.approx(0.59)
+    waits.finished(first, 0.15)  # faster than its 0.2 s
+    assert waits.ahead(NORMAL, 0.15) == pytest.approx(0.4)
+    waits.finished(second, 0.5)
+    assert waits.ahead(NORMAL, 0.5) == 0.0 and waits.ahead(LOW, 0.6) == 0.0
+
+
+def test_refusal_names_the_limit_and_when_to_retry() -> None:
+    waits = WaitPredictor(max_wait_s=1.0, min_retry_after_s=1.0)
+    waits.queued(LOW, 0.9)
+    with pytest.raises(QueueFull) as refused:
+        waits.admit(LOW, 0.4, 0.0, queue_empty=False)
+    assert refused.value.reason == "queue_wait" and refused.value.retry_after >= 1.0
+    assert waits.admit(NORMAL, 0.4, 0.0, queue_empty=False) == pytest.approx(0.4)  # low work is not ahead of it
+    assert waits.admit(LOW, 5.0, 0.0, queue_empty=True) == pytest.approx(5.9)  # an empty queue admits anything
