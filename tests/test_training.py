@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from srserve.models.evaluation.protocol import load_rgb
 from srserve.models.training import cli as srtrain
 from srserve.models.training.data import PatchSampler, dihedral, load_pairs, split
+from srserve.models.training.restoration import load_images
 from srserve.models.weights import load_model, read_card
 
 TINY = [
@@ -158,6 +160,38 @@ def test_data_downscale_shrinks_the_images_and_is_recorded(image_folder: Path, t
     path = run(image_folder, tmp_path, "small", "--steps", "2", "--val-every", "2", "--data-downscale", "2")
     assert load_model(path)[1]["training"]["recipe"]["extra"]["data_downscale"] == 2
     assert srtrain.main(["espcn", "--scale", "2", "--data", str(image_folder), "--data-downscale", "0"]) == 2
+
+
+def test_data_rescale_adds_resized_copies_for_training_only(image_folder: Path, tmp_path: Path) -> None:
+    files = sorted(image_folder.iterdir())
+    plain, more = load_pairs(files, 2), load_pairs(files, 2, rescales=(0.75, 0.5))
+    assert len(more.hr) == 3 * len(plain.hr)
+    assert more.names[:3] == [files[0].name, f"{files[0].name}@0.75", f"{files[0].name}@0.5"]
+    image = load_rgb(files[0])  # 64x48 (w, h)
+    half = np.asarray(image.resize((32, 24), Image.Resampling.BICUBIC))
+    assert torch.equal(more.hr[2], torch.from_numpy(half.copy()).permute(2, 0, 1))  # resized, then paired
+    assert more.lr[2].shape[-2:] == (12, 16)
+    assert more.hr[1].shape[-2:] == (36, 48)
+    assert all(torch.equal(a, b) for a, b in zip(plain.hr, more.hr[::3], strict=True))  # the originals unchanged
+
+    path = run(image_folder, tmp_path, "rescaled", "--steps", "2", "--val-every", "2", "--data-rescale", "0.75")
+    card = load_model(path)[1]
+    assert card["training"]["recipe"]["extra"]["data_rescale"] == [0.75]
+    for bad in (["1.5"], ["0"], ["1"]):
+        assert srtrain.main(["espcn", "--scale", "2", "--data", str(image_folder), "--data-rescale", *bad]) == 2
+
+
+def test_data_rescale_for_restoration(image_folder: Path, tmp_path: Path) -> None:
+    files = sorted(image_folder.iterdir())
+    images = load_images(files, rescales=(0.5,))
+    assert [im.shape for im in images[:2]] == [(48, 64, 3), (24, 32, 3)]
+    assert np.array_equal(images[1], np.asarray(load_rgb(files[0]).resize((32, 24), Image.Resampling.BICUBIC)))
+    args = ["dejpeg", "--data", str(image_folder), "--eval-dir", str(tmp_path / "absent"), "--val-count", "1"]
+    args += ["--arch", "features=4", "max_features=8", "--patch", "16", "--batch", "2", "--quiet", "--threads", "1"]
+    args += ["--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "run"), "--steps", "2", "--val-every", "2"]
+    assert srtrain.main([*args, "--data-rescale", "0.5"]) == 0
+    recipe = read_card(tmp_path / "out" / "dejpeg_x1.safetensors")["training"]["recipe"]
+    assert recipe["extra"]["data_rescale"] == [0.5]
 
 
 def test_bad_arch_argument_is_a_usage_error(image_folder: Path, tmp_path: Path) -> None:

@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="box-average every training and validation image N times smaller first (JPEG sources: fewer artifacts)",
     )
     p.add_argument(
+        "--data-rescale",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="F",
+        help="also train on a copy of every training image resized by each factor F in (0, 1), after"
+        " --data-downscale (scale augmentation); validation stays as it is",
+    )
+    p.add_argument(
         "--eval-dir",
         type=Path,
         default=DEFAULT_EVAL,
@@ -131,16 +140,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.data_downscale > 1:
         recipe.extra["data_downscale"] = args.data_downscale
+    rescales = tuple(args.data_rescale)
+    if any(not 0 < f < 1 for f in rescales):
+        print("srtrain: --data-rescale takes factors in (0, 1)", file=sys.stderr)
+        return 2
+    if rescales:
+        recipe.extra["data_rescale"] = list(rescales)
     run_dir = args.run_dir or Path("runs") / weights_stem(args.model, args.scale)
 
     train_files, val_files = split(args.data, args.val_count)
     if task == "upscale":
         shrink = args.data_downscale
-        train_set, val_set = load_pairs(train_files, args.scale, shrink), load_pairs(val_files, args.scale, shrink)
+        train_set = load_pairs(train_files, args.scale, shrink, rescales)
+        val_set = load_pairs(val_files, args.scale, shrink)
         make_sampler, validate_model = sr_task(train_set, val_set, args.scale, device, recipe)
     else:
         make_sampler, validate_model = restoration_task(
-            TASKS[task], train_files, val_files, device, recipe, args.data_downscale
+            TASKS[task], train_files, val_files, device, recipe, args.data_downscale, rescales
         )
     command = "srtrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     summary = train(

@@ -45,13 +45,24 @@ def load_hr(path: Path, shrink: int = 1) -> Image.Image:
     return image.reduce(shrink) if shrink > 1 else image
 
 
-def load_pairs(files: list[Path], scale: int, shrink: int = 1) -> PairSet:
+def rescaled(image: Image.Image, factor: float) -> Image.Image:
+    """``image`` resized by ``factor`` (< 1) with Pillow's antialiased bicubic."""
+    w, h = image.size
+    return image.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BICUBIC)
+
+
+def load_pairs(files: list[Path], scale: int, shrink: int = 1, rescales: tuple[float, ...] = ()) -> PairSet:
+    """The (LR, HR) pairs of ``files``; with ``rescales``, also of a copy of each image resized by
+    each factor, FSRCNN's scale augmentation (Dong et al. 2016): more scenes at other frequencies
+    from the same few photos, and their JPEG artifacts shrink with them."""
     names, lrs, hrs = [], [], []
     for f in files:
-        lr, hr = pair(load_hr(f, shrink), scale)
-        names.append(f.name)
-        lrs.append(torch.from_numpy(lr.copy()).permute(2, 0, 1).contiguous())
-        hrs.append(torch.from_numpy(hr.copy()).permute(2, 0, 1).contiguous())
+        image = load_hr(f, shrink)
+        for factor in (1.0, *rescales):
+            lr, hr = pair(image if factor == 1.0 else rescaled(image, factor), scale)
+            names.append(f.name if factor == 1.0 else f"{f.name}@{factor:g}")
+            lrs.append(torch.from_numpy(lr.copy()).permute(2, 0, 1).contiguous())
+            hrs.append(torch.from_numpy(hr.copy()).permute(2, 0, 1).contiguous())
     return PairSet(names, lrs, hrs)
 
 

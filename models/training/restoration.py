@@ -14,13 +14,18 @@ from torch import nn
 
 from srserve.models.evaluation.protocol import list_images
 from srserve.models.imageops import upscale_array
-from srserve.models.training.data import load_hr
+from srserve.models.training.data import load_hr, rescaled
 from srserve.models.training.degrade import Degradation, RestorationSampler, degraded_set, score_restoration
 from srserve.models.training.trainer import Recipe, Sampler
 
 
-def load_images(files: list[Path], shrink: int = 1) -> list[np.ndarray]:
-    return [np.asarray(load_hr(f, shrink)) for f in files]
+def load_images(files: list[Path], shrink: int = 1, rescales: tuple[float, ...] = ()) -> list[np.ndarray]:
+    """The images of ``files``, each followed by its copies resized by ``rescales`` (scale augmentation)."""
+    images = []
+    for f in files:
+        image = load_hr(f, shrink)
+        images += [np.asarray(image), *(np.asarray(rescaled(image, factor)) for factor in rescales)]
+    return images
 
 
 def restoration_task(
@@ -30,9 +35,12 @@ def restoration_task(
     device: torch.device,
     recipe: Recipe,
     shrink: int = 1,
+    rescales: tuple[float, ...] = (),
 ) -> tuple[Callable[[torch.Generator], Sampler], Callable[[nn.Module], tuple[float, float]]]:
-    """Sampler factory and validation (RGB PSNR/SSIM at the evaluation level) of one restoration task."""
-    clean = [torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous() for img in load_images(train_files, shrink)]
+    """Sampler factory and validation (RGB PSNR/SSIM at the evaluation level) of one restoration task;
+    ``rescales`` adds resized copies of the training images only."""
+    train_images = load_images(train_files, shrink, rescales)
+    clean = [torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous() for img in train_images]
     val_pairs = degraded_set(load_images(val_files, shrink), degradation, degradation.eval_level)
 
     def make_sampler(generator: torch.Generator) -> Sampler:
