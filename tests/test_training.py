@@ -162,7 +162,7 @@ def test_data_downscale_shrinks_the_images_and_is_recorded(image_folder: Path, t
     assert srtrain.main(["espcn", "--scale", "2", "--data", str(image_folder), "--data-downscale", "0"]) == 2
 
 
-def test_data_rescale_adds_resized_copies_for_training_only(image_folder: Path, tmp_path: Path) -> None:
+def test_data_rescale_adds_resized_copies_and_records_them(image_folder: Path, tmp_path: Path) -> None:
     files = sorted(image_folder.iterdir())
     plain, more = load_pairs(files, 2), load_pairs(files, 2, rescales=(0.75, 0.5))
     assert len(more.hr) == 3 * len(plain.hr)
