@@ -3,6 +3,7 @@ then aligned random patches with the 8 flips/rotations."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,18 +52,27 @@ def rescaled(image: Image.Image, factor: float) -> Image.Image:
     return image.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BICUBIC)
 
 
-def load_pairs(files: list[Path], scale: int, shrink: int = 1, rescales: tuple[float, ...] = ()) -> PairSet:
-    """The (LR, HR) pairs of ``files``; with ``rescales``, also of a copy of each image resized by
-    each factor, FSRCNN's scale augmentation (Dong et al. 2016): more scenes at other frequencies
-    from the same few photos, and their JPEG artifacts shrink with them."""
-    names, lrs, hrs = [], [], []
+def training_images(
+    files: list[Path], shrink: int = 1, rescales: tuple[float, ...] = ()
+) -> Iterator[tuple[str, Image.Image]]:
+    """(name, image) of each file, then of its copies resized by each of ``rescales``: FSRCNN's scale
+    augmentation (Dong et al. 2016), more scenes at other frequencies from the same few photos,
+    their JPEG artifacts shrunk with them."""
     for f in files:
         image = load_hr(f, shrink)
-        for factor in (1.0, *rescales):
-            lr, hr = pair(image if factor == 1.0 else rescaled(image, factor), scale)
-            names.append(f.name if factor == 1.0 else f"{f.name}@{factor:g}")
-            lrs.append(torch.from_numpy(lr.copy()).permute(2, 0, 1).contiguous())
-            hrs.append(torch.from_numpy(hr.copy()).permute(2, 0, 1).contiguous())
+        yield f.name, image
+        for factor in rescales:
+            yield f"{f.name}@{factor:g}", rescaled(image, factor)
+
+
+def load_pairs(files: list[Path], scale: int, shrink: int = 1, rescales: tuple[float, ...] = ()) -> PairSet:
+    """The (LR, HR) pairs of :func:`training_images`."""
+    names, lrs, hrs = [], [], []
+    for name, image in training_images(files, shrink, rescales):
+        lr, hr = pair(image, scale)
+        names.append(name)
+        lrs.append(torch.from_numpy(lr.copy()).permute(2, 0, 1).contiguous())
+        hrs.append(torch.from_numpy(hr.copy()).permute(2, 0, 1).contiguous())
     return PairSet(names, lrs, hrs)
 
 

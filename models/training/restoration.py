@@ -14,18 +14,14 @@ from torch import nn
 
 from srserve.models.evaluation.protocol import list_images
 from srserve.models.imageops import upscale_array
-from srserve.models.training.data import load_hr, rescaled
+from srserve.models.training.data import training_images
 from srserve.models.training.degrade import Degradation, RestorationSampler, degraded_set, score_restoration
 from srserve.models.training.trainer import Recipe, Sampler
 
 
 def load_images(files: list[Path], shrink: int = 1, rescales: tuple[float, ...] = ()) -> list[np.ndarray]:
     """The images of ``files``, each followed by its copies resized by ``rescales`` (scale augmentation)."""
-    images = []
-    for f in files:
-        image = load_hr(f, shrink)
-        images += [np.asarray(image), *(np.asarray(rescaled(image, factor)) for factor in rescales)]
-    return images
+    return [np.asarray(image) for _, image in training_images(files, shrink, rescales)]
 
 
 def restoration_task(
