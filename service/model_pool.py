@@ -30,7 +30,7 @@ class ModelEntry:
     radius: int
     card: dict[str, Any] | None = None
     precision: str = "fp32"
-    grid: int = 1  # windows start on multiples of this (2**depth for a network that pools)
+    grid: int = 1  # windows start on multiples of this (2**depth for a network that pools, 16 for dejpeg's phase)
     min_window: int = 0  # the smallest window worth cutting for this model's halo (0: any)
 
     def max_window(self, configured: int) -> int:

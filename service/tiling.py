@@ -13,7 +13,7 @@ overlaps that the halos need (``2 * halo`` per seam, plus rounding), so a cut
 into few windows costs barely more than the image itself.
 
 A network that pools (``models/unpool.py``) is shift-equivariant only by
-multiples of its grid (``2 ** depth``): with ``align`` every window starts on
+multiples of its grid (``2 ** depth``, or 16 when told JPEG's block phase): with ``align`` every window starts on
 that grid, counted from the image's first pixel, so it pools exactly as the
 whole image does; the last window ends at the image's end, so its length is
 the image's length modulo the grid.
