@@ -184,12 +184,10 @@ def add_periodic(h: torch.Tensor, bias: torch.Tensor) -> None:
     rows, cols = height - height % p, width - width % p
     if rows and cols:
         h[..., :rows, :cols].view(n, c, rows // p, p, cols // p, p).add_(bias.view(c, 1, p, 1, p))
-    if rows < height or cols < width:
-        tiled = bias.repeat(1, -(-height // p), -(-width // p))
-        if rows < height:
-            h[..., rows:, :].add_(tiled[:, rows:height, :width])
-        if cols < width:
-            h[..., :rows, cols:].add_(tiled[:, :rows, cols:width])
+    if rows < height:  # the last, partial period of rows: only that strip is tiled
+        h[..., rows:, :].add_(bias[:, : height - rows].repeat(1, 1, -(-width // p))[..., :width])
+    if cols < width:
+        h[..., :rows, cols:].add_(bias[:, :, : width - cols].repeat(1, rows // p, 1))
 
 
 # One architecture, two trained tasks: each name has its own weights and card.
