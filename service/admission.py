@@ -1,31 +1,47 @@
-"""Admission by predicted wait: how long the work queued ahead of a request will take.
+"""Admission by predicted time to the answer, kept honest by measuring real answers.
 
-Every queued window carries its predicted seconds (the model's cost model times
-a per-route calibration: measured over predicted batch time). The wait ahead of
-a request is the work queued at its priority or above plus what is left of the
-running batch, scaled by a per-priority correction learnt from how long
-admitted requests really took to be answered. A request is refused (503) when
-its predicted answer time exceeds the limit, instead of queueing for a minute.
+A request is refused (503) when it would not be answered within
+``SR_MAX_QUEUE_WAIT_S``. Its answer time is predicted in three parts:
 
-:class:`WaitPredictor` is plain state with no lock of its own: the engine calls
-it under its lock.
+* **the work ahead of it and its own**, in calibrated device seconds: every queued
+  window carries the model's cost-model seconds times a per-route calibration
+  (measured over predicted batch turns, so the cores that decoding and encoding take
+  from the model are in it), plus what is left of the batches on the device;
+* **a queue factor** per priority: real time from enqueue to its last window over the
+  predicted work, learnt only from requests that queued behind at least
+  :data:`LONG_QUEUE_FRACTION` of the limit. Near-empty queues are dominated by fixed
+  costs and say nothing about long ones; a factor learnt there and multiplied into a
+  long queue is how a server ends up refusing load it has room for;
+* **the time after the compute** (paste, encode, the hand-back to the event loop),
+  measured on every answer and predicted as a fixed part plus a part per output
+  pixel: added, never multiplied.
+
+:class:`WaitPredictor` is plain state with no lock and no clock of its own: the engine
+calls it under its lock with its clock's times, so tests drive it with hand-made ones.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
 #: Weight of the newest batch in the running sums that calibrate predicted batch times.
 CALIBRATION_WEIGHT = 0.1
-#: Predictions are scaled by this percentile of recent real/predicted times: shortening the queue a
-#: little costs no throughput under overload (it never runs dry), a long tail costs every user.
-WAIT_QUANTILE = 95
-#: Predicted waits shorter than this are not used to correct the predictions.
-MIN_OBSERVED_WAIT_S = 0.05
+#: A request teaches the queue factor when its predicted work was at least this share of the limit.
+LONG_QUEUE_FRACTION = 0.2
+#: ... or at least this many seconds when there is no limit.
+LONG_QUEUE_S = 0.5
+#: The queue factor is this percentile of the recent real/predicted ratios of long queues: a little
+#: over their middle, so that what is admitted at the limit is answered within it.
+QUEUE_QUANTILE = 75
+#: The factor never leaves this range, however odd the measurements: a bound on any runaway.
+FACTOR_RANGE = (0.5, 2.0)
+#: How many recent answers each estimate is taken over.
+WINDOW = 64
 
 
 class Priority(StrEnum):
@@ -42,17 +58,36 @@ class Priority(StrEnum):
 class QueueFull(Exception):
     """The server will not queue this request now; retry after ``retry_after`` seconds (503).
 
-    ``reason``: ``queue_wait`` (the predicted wait is too long) or ``queue_full`` (too many windows queued).
+    ``reason``: ``queue_wait`` (it would not be answered in time) or ``queue_full`` (too many windows queued).
     """
 
-    def __init__(self, message: str, *, reason: str, retry_after: float) -> None:
+    def __init__(self, message: str, *, reason: str, retry_after: float, predicted_s: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after
+        self.predicted_s = predicted_s
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What admission expected of one request, in seconds from its enqueueing."""
+
+    ahead_s: float  # calibrated work ahead of it (queued at its priority or above, and on the device)
+    own_s: float  # its own calibrated compute
+    factor: float  # the queue factor applied to both
+    post_s: float  # from its last window to its answer
+
+    @property
+    def computed_s(self) -> float:
+        return self.factor * (self.ahead_s + self.own_s)
+
+    @property
+    def answer_s(self) -> float:
+        return self.computed_s + self.post_s
 
 
 class WaitPredictor:
-    """Predicted seconds of queued work, per priority rank, and the corrections learnt from reality.
+    """Calibrated seconds of queued work per priority rank, and the estimates learnt from real answers.
 
     Args:
         max_wait_s: predicted answer time beyond which :meth:`admit` refuses.
@@ -63,12 +98,19 @@ class WaitPredictor:
         self.max_wait_s = max_wait_s
         self.min_retry_after_s = min_retry_after_s
         self._queued_s = [0.0 for _ in Priority]  # calibrated seconds queued, per rank
-        self._busy_until = 0.0  # predicted end of the work on the device (monotonic)
+        self._busy_until = 0.0  # predicted end of the work on the device
         self._inflight_s = 0.0  # predicted seconds of the batches started and not finished
         # Per rank, apart: low priority is overtaken by design and must not inflate normal's predictions.
-        self._ratios: list[deque[float]] = [deque(maxlen=64) for _ in Priority]
-        self._correction = [1.0 for _ in Priority]
+        self._ratios: list[deque[float]] = [deque(maxlen=WINDOW) for _ in Priority]
+        self._factor = [1.0 for _ in Priority]
+        self._post: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (output pixels, seconds)
+        self._post_fixed_s = 0.0
+        self._post_per_pixel_s = 0.0
         self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
+
+    @property
+    def long_queue_s(self) -> float:
+        return LONG_QUEUE_FRACTION * self.max_wait_s if math.isfinite(self.max_wait_s) else LONG_QUEUE_S
 
     # -- per route: batch times ------------------------------------------
     def calibration(self, key: tuple) -> float:
@@ -89,31 +131,40 @@ class WaitPredictor:
 
     # -- the queue ---------------------------------------------------------
     def ahead(self, rank: int, now: float) -> float:
-        """Calibrated seconds of work ahead of a request at ``rank`` (before the wait correction)."""
+        """Calibrated seconds of work ahead of a request at ``rank`` (before the queue factor)."""
         return sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
 
     def wait(self, rank: int, now: float) -> float:
         """Seconds a request at ``rank`` queued at ``now`` would wait before its first window computes."""
-        return self.ahead(rank, now) * self._correction[rank]
+        return self.ahead(rank, now) * self._factor[rank]
 
-    def admit(self, rank: int, own_s: float, now: float, *, queue_empty: bool) -> float:
-        """The uncorrected predicted answer time of a request of ``own_s`` compute, or :class:`QueueFull`.
+    def post(self, out_pixels: int) -> float:
+        """Predicted seconds from a request's last window to its answer, for an output of ``out_pixels``."""
+        return self._post_fixed_s + self._post_per_pixel_s * out_pixels
 
-        Judged on when its own windows would be done, so that what is admitted is
+    def predict(self, rank: int, own_s: float, out_pixels: int, now: float) -> Prediction:
+        return Prediction(self.ahead(rank, now), own_s, self._factor[rank], self.post(out_pixels))
+
+    def admit(self, rank: int, own_s: float, out_pixels: int, now: float, *, queue_empty: bool) -> Prediction:
+        """The prediction for a request of ``own_s`` compute, or :class:`QueueFull` when it would be late.
+
+        Judged on when its answer would be ready, so that what is admitted is
         answered within the limit; a large request counts at most half the limit
-        of its own, or it would only get into an empty queue. Any request is
-        admitted into an empty queue.
+        of its own compute, or it would only ever get into an empty queue. Any
+        request is admitted into an empty queue.
         """
-        ahead, limit = self.ahead(rank, now), self.max_wait_s
-        wait, done = ahead * self._correction[rank], (ahead + min(own_s, limit / 2)) * self._correction[rank]
-        if not queue_empty and done > limit:
+        p, limit = self.predict(rank, own_s, out_pixels, now), self.max_wait_s
+        judged = p.factor * (p.ahead_s + min(own_s, limit / 2)) + p.post_s
+        if not queue_empty and judged > limit:
+            wait = p.factor * p.ahead_s
             raise QueueFull(
-                f"the predicted wait is {wait:.1f} s + {done - wait:.1f} s of its own, "
-                f"over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
+                f"it would be answered in {judged:.1f} s ({wait:.1f} s of work ahead, {judged - wait:.1f} s "
+                f"of its own), over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
                 reason="queue_wait",
-                retry_after=max(self.min_retry_after_s, done - limit),
+                retry_after=max(self.min_retry_after_s, judged - limit),
+                predicted_s=judged,
             )
-        return ahead + own_s
+        return p
 
     def queued(self, rank: int, seconds: float) -> None:
         self._queued_s[rank] += seconds
@@ -143,18 +194,22 @@ class WaitPredictor:
         self._inflight_s = max(0.0, self._inflight_s - seconds)
         self._busy_until = now + self._inflight_s if self._inflight_s > 1e-9 else 0.0
 
-    def observe_answer(self, rank: int, predicted: float, real: float) -> None:
-        """Fold a request's real time to its answer into the correction at its ``rank``.
+    # -- learning from real answers ------------------------------------------
+    def observe_answer(self, rank: int, p: Prediction, computed_s: float, answer_s: float, out_pixels: int) -> None:
+        """Fold one request's real times (from its enqueueing) into the estimates.
 
-        ``predicted`` is what :meth:`admit` returned. Batch times are calibrated
-        already; this catches the rest (the CPU shared with decoding and encoding
-        under load, bursts, the encode after compute). Predictions are scaled by
-        the 95th percentile of recent real/predicted ratios, not their mean: at
-        the limit, admitted requests should be answered within the limit, not about it.
+        ``computed_s``: when its last window was pasted; ``answer_s``: when its answer was ready.
         """
-        if predicted < MIN_OBSERVED_WAIT_S:
-            return  # near-empty queues say nothing about the error
+        self._post.append((float(out_pixels), max(0.0, answer_s - computed_s)))
+        pixels, seconds = np.array(self._post).T
+        # A fixed part (what the smallest answers take) and a per-pixel part over it (encode scales with pixels).
+        self._post_fixed_s = float(np.percentile(seconds, 10))
+        self._post_per_pixel_s = float(np.maximum(seconds - self._post_fixed_s, 0).sum() / max(pixels.sum(), 1.0))
+        work = p.ahead_s + p.own_s
+        if work < self.long_queue_s:
+            return  # a near-empty queue says nothing about long ones
         ratios = self._ratios[rank]
-        ratios.append(real / predicted)
+        ratios.append(computed_s / work)
         if len(ratios) >= 8:
-            self._correction[rank] = min(3.0, max(0.5, float(np.percentile(ratios, WAIT_QUANTILE))))
+            lo, hi = FACTOR_RANGE
+            self._factor[rank] = min(hi, max(lo, float(np.percentile(ratios, QUEUE_QUANTILE))))

@@ -23,12 +23,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from srserve.service.admission import Priority, QueueFull, WaitPredictor
+from srserve.service.admission import Prediction, Priority, QueueFull, WaitPredictor
 from srserve.service.batch_runner import BatchRunner
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
 from srserve.service.cost_model import measure
 from srserve.service.inference import predict
-from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory, Job, Launched, Stage, Work, is_oom
+from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory, Job, Launched, Receipt, Stage, Work, is_oom
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
 from srserve.service.planner import Plan
@@ -49,6 +49,7 @@ class Engine:
         max_queue_tiles: queued windows beyond which ``submit`` raises :class:`QueueFull` (a memory bound).
         max_queue_wait_s: predicted wait beyond which ``submit`` raises :class:`QueueFull`.
         min_retry_after_s: the least ``Retry-After`` given with a refusal.
+        clock: the monotonic clock every time of the queue's account is read from (tests pass their own).
     """
 
     def __init__(
@@ -61,7 +62,9 @@ class Engine:
         max_queue_tiles: int,
         max_queue_wait_s: float = math.inf,
         min_retry_after_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
         self.pool = pool
         self.metrics = metrics
         self.max_batch_tiles = max_batch_tiles
@@ -130,12 +133,26 @@ class Engine:
     def predicted_wait(self, priority: Priority = Priority.NORMAL) -> float:
         """Seconds a request queued now would wait before its first window computes."""
         with self._lock:
-            return self._waits.wait(priority.rank, time.monotonic())
+            return self._waits.wait(priority.rank, self.clock())
 
-    def observe_answer(self, enqueued: float, predicted: float, answered: float, priority: Priority) -> None:
-        """A request admitted at ``enqueued`` with :attr:`Job.predicted_s` was answered at ``answered``."""
+    def predict(self, route: Route, height: int, width: int, priority: Priority = Priority.NORMAL) -> Prediction:
+        """What admission would expect now of an image of ``height`` x ``width`` through ``route``."""
+        plan = self.plan_for(route, height, width)
         with self._lock:
-            self._waits.observe_answer(priority.rank, predicted, answered - enqueued)
+            own = self._waits.calibration(route.key) * plan.seconds
+            return self._waits.predict(priority.rank, own, _pixels(route.out_size), self.clock())
+
+    def observe_answer(self, job: Receipt, answered: float | None = None) -> float:
+        """A job's answer is ready (encoded) at ``answered`` (now): teach admission; returns real/predicted."""
+        answered = self.clock() if answered is None else answered
+        p = job.prediction
+        computed = (job.computed if job.computed is not None else answered) - job.enqueued
+        real = answered - job.enqueued
+        with self._lock:
+            self._waits.observe_answer(job.rank, p, computed, real, job.out_pixels)
+        ratio = real / max(p.answer_s, 1e-3)
+        self.metrics.answer_prediction.observe(ratio)
+        return ratio
 
     def submit(
         self,
@@ -172,8 +189,9 @@ class Engine:
                 Stage(r, p, self._waits.calibration(r.key)) for r, p in zip(later_routes, later_plans, strict=True)
             ]
             own = factor * plan.seconds + sum(s.factor * s.plan.seconds for s in later)
-            now = time.monotonic()
-            predicted = self._waits.admit(rank, own, now, queue_empty=not self._queued)
+            now = self.clock()
+            out_pixels = _pixels(later_routes[-1].out_size if later_routes else route.out_size)
+            predicted = self._waits.admit(rank, own, out_pixels, now, queue_empty=not self._queued)
             # A chained job queues one stage's windows at a time: it is admitted for its largest.
             need = max([tiles, *(len(p.tiles) for p in later_plans)])
             if self._queued and self._queued + need > self.max_queue_tiles:
@@ -182,6 +200,7 @@ class Engine:
                     f"(SR_MAX_QUEUE_TILES = {self.max_queue_tiles})",
                     reason="queue_full",
                     retry_after=max(self._waits.min_retry_after_s, self._waits.wait(rank, now)),
+                    predicted_s=predicted.answer_s,
                 )
             self._queued += tiles
             self._waits.queued(rank, own)
@@ -211,7 +230,8 @@ class Engine:
             into_image=into_image,
             later=later,
             plans=[plan, *later_plans],
-            predicted_s=predicted,
+            prediction=predicted,
+            enqueued=now,
         )
         items = self._items(job, route, plan, factor)
         if arrived is not None:
@@ -246,7 +266,7 @@ class Engine:
     def _publish_queue_locked(self) -> None:
         """Set the queue gauges; the caller holds the lock, so they match the accounting."""
         self.metrics.queued_tiles.set(self._queued)
-        now = time.monotonic()
+        now = self.clock()
         for p in Priority:
             self.metrics.predicted_wait.labels(p.value).set(self._waits.wait(p.rank, now))
 
@@ -278,6 +298,7 @@ class Engine:
                 max_delay=self.max_batch_delay_s,
                 arriving=lambda: self._arriving,
                 block=inflight is None,
+                clock=self.clock,
             )
             if batch is None:
                 if inflight is not None:
@@ -300,7 +321,7 @@ class Engine:
         with self._lock:
             self._queued -= len(batch)
             costs = [(w.rank, w.cost_s) for w in batch]
-            cost_s = self._waits.started(costs, time.monotonic(), queue_empty=not self._queued)
+            cost_s = self._waits.started(costs, self.clock(), queue_empty=not self._queued)
             self._publish_queue_locked()
         launched = None
         try:
@@ -312,13 +333,13 @@ class Engine:
                 self._fail(job, RuntimeError("internal error while handling the batch"))
         if launched is None:  # dropped, failed, or run at once in halves: nothing of it is left on the device
             with self._lock:
-                self._waits.finished(cost_s, time.monotonic())
+                self._waits.finished(cost_s, self.clock())
         else:
             launched.cost_s = cost_s
         return launched
 
     def _live(self, batch: list[Work]) -> list[Work]:
-        now = time.monotonic()
+        now = self.clock()
         live = []
         for work in batch:
             job = work.job
@@ -340,12 +361,12 @@ class Engine:
         """Cut and stack the windows and start them on the device (None: failed, or handled by splitting)."""
         route = items[0].route
         entry = route.entry
-        start = time.monotonic()
+        start = self.clock()
         jobs = list(dict.fromkeys(w.job for w in items))
         for job in jobs:
             if job.started is None:
                 job.started = start
-                self.metrics.queue_wait.labels(entry.name).observe(job.queue_s)
+                self.metrics.queue_wait.labels(entry.name).observe(start - job.enqueued)
         windows = stack_windows([(w.job.pixels, w.tile) for w in items])
         size = route.size_for(windows.shape[1:3])
         try:
@@ -388,10 +409,10 @@ class Engine:
         except Exception as e:
             launched.pending.release()
             with self._lock:
-                self._waits.finished(launched.cost_s, time.monotonic())
+                self._waits.finished(launched.cost_s, self.clock())
             self._batch_failed(items, jobs, e, split=False)
             return
-        done = time.monotonic()
+        done = self.clock()
         # This batch's own turn: on CUDA it may have queued behind the previous one.
         turn_start = max(launched.start, self._last_done)
         elapsed = done - turn_start
@@ -414,13 +435,14 @@ class Engine:
                         self._fail(job, e)
                 elif job.remaining == 0:
                     job.finished = True
+                    job.computed = self.clock()
                     job.pixels = job.pixels[:0, :0]  # the input is not needed any more
                     job.loop.call_soon_threadsafe(_settle, job.future, job.out, None)
         finally:
             launched.pending.release()
         # The worker's whole turn (stack, model, paste) is what the queue waits for.
         with self._lock:
-            self._waits.calibrate(route.key, sum(w.planned_s for w in items), time.monotonic() - turn_start)
+            self._waits.calibrate(route.key, sum(w.planned_s for w in items), self.clock() - turn_start)
             self._waits.finished(launched.cost_s, done)
 
     def _fail(self, job: Job, error: BaseException) -> None:
@@ -436,3 +458,7 @@ def _settle(future: asyncio.Future, result: object, error: BaseException | None)
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _pixels(size: tuple[int, int]) -> int:
+    return int(size[0]) * int(size[1])

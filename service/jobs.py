@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from srserve.service.admission import Prediction
 from srserve.service.batch_runner import Pending
 from srserve.service.planner import Plan
 from srserve.service.request_context import REQUEST_ID
@@ -52,9 +53,10 @@ class Job:
     into_image: bool = False  # the last stage stitches into a Pillow image
     later: list[Stage] = field(default_factory=list)
     plans: list[Plan] = field(default_factory=list)  # every stage's, for the X-Tile-Plan header
-    enqueued: float = field(default_factory=time.monotonic)
+    enqueued: float = field(default_factory=time.monotonic)  # on the engine's clock, as are the times below
     started: float | None = None  # when its first tile's batch began
-    predicted_s: float = 0.0  # admission's expected wait plus own compute, before the wait correction
+    computed: float | None = None  # when its last window was pasted
+    prediction: Prediction = field(default_factory=lambda: Prediction(0.0, 0.0, 1.0, 0.0))  # admission's
     compute_s: float = 0.0  # device time of the batches it was part of
     request_id: str = field(default_factory=REQUEST_ID.get)  # for the worker's log lines
     cancelled: bool = False  # set from the loop: client gone or deadline passed
@@ -62,10 +64,24 @@ class Job:
 
     @property
     def queue_s(self) -> float:
-        return (self.started or time.monotonic()) - self.enqueued
+        return (self.started if self.started is not None else self.enqueued) - self.enqueued
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    def receipt(self) -> Receipt:
+        """What admission needs to learn from this job's answer, without holding its pixels."""
+        h, w = self.route.out_size
+        return Receipt(self.rank, self.enqueued, self.computed, self.prediction, int(h) * int(w))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    rank: int
+    enqueued: float
+    computed: float | None
+    prediction: Prediction
+    out_pixels: int
 
 
 @dataclass(eq=False)

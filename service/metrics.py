@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TILE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 
 
 class DeviceMemoryCollector(Collector):
@@ -113,6 +114,12 @@ class Metrics:
             "srserve_predicted_wait_seconds",
             "Predicted queue wait of a request arriving now, by priority (admission refuses above the limit)",
             ["priority"],
+            registry=r,
+        )
+        self.answer_prediction = Histogram(
+            "srserve_answer_prediction_ratio",
+            "Real over predicted time from enqueue to the answer, per admitted request (1: admission is right)",
+            buckets=RATIO_BUCKETS,
             registry=r,
         )
         self.max_queue_wait = Gauge(

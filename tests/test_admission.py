@@ -21,7 +21,7 @@ def test_batches_faster_than_predicted_do_not_add_up_to_a_phantom_wait() -> None
         waits.finished(cost, now)
     waits.started([(LOW, 0.3)], now, queue_empty=False)
     assert waits.ahead(NORMAL, now + 0.1) == pytest.approx(0.2)
-    assert waits.admit(NORMAL, 0.3, now + 0.1, queue_empty=False) == pytest.approx(0.5)
+    assert waits.admit(NORMAL, 0.3, 0, now + 0.1, queue_empty=False).computed_s == pytest.approx(0.5)
 
 
 def test_overlapped_batches_leave_what_is_still_on_the_device() -> None:
@@ -41,7 +41,11 @@ def test_refusal_names_the_limit_and_when_to_retry() -> None:
     waits = WaitPredictor(max_wait_s=1.0, min_retry_after_s=1.0)
     waits.queued(LOW, 0.9)
     with pytest.raises(QueueFull) as refused:
-        waits.admit(LOW, 0.4, 0.0, queue_empty=False)
+        waits.admit(LOW, 0.4, 0, 0.0, queue_empty=False)
     assert refused.value.reason == "queue_wait" and refused.value.retry_after >= 1.0
-    assert waits.admit(NORMAL, 0.4, 0.0, queue_empty=False) == pytest.approx(0.4)  # low work is not ahead of it
-    assert waits.admit(LOW, 5.0, 0.0, queue_empty=True) == pytest.approx(5.9)  # an empty queue admits anything
+    assert waits.admit(NORMAL, 0.4, 0, 0.0, queue_empty=False).computed_s == pytest.approx(
+        0.4
+    )  # low work is not ahead of it
+    assert waits.admit(LOW, 5.0, 0, 0.0, queue_empty=True).computed_s == pytest.approx(
+        5.9
+    )  # an empty queue admits anything

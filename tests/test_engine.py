@@ -191,7 +191,11 @@ def test_admission_refuses_by_predicted_wait_not_tile_count() -> None:
         return refused.value
 
     refused = asyncio.run(scenario())  # worker not started: everything stays queued
-    assert refused.reason == "queue_wait" and "1.0 s + 0.3 s" in str(refused) and "1.1 s" in str(refused)
+    assert (
+        refused.reason == "queue_wait"
+        and "1.0 s of work ahead, 0.3 s of its own" in str(refused)
+        and "1.1 s" in str(refused)
+    )
     assert refused.retry_after >= 1.0
     assert engine.queued_tiles == 4
 

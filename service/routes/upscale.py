@@ -325,13 +325,7 @@ async def _upscale_arriving(
     except Exception as e:
         raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
 
-    queue_s, compute_s, plans, enqueued, predicted = (
-        job.queue_s,
-        job.compute_s,
-        job.plans,
-        job.enqueued,
-        job.predicted_s,
-    )
+    queue_s, compute_s, plans, receipt = job.queue_s, job.compute_s, job.plans, job.receipt()
     del job  # from here the output is held by ``owned`` alone, and let go once Pillow has its copy
     owned = [pixels]
     del pixels
@@ -339,7 +333,9 @@ async def _upscale_arriving(
     encode = partial(finish, fmt=params.format, quality=params.quality, png_level=settings.png_compress_level)
     body = await in_thread(runtime, encode, image, owned, route.out_size)
     encode_s = time.monotonic() - t1
-    engine.observe_answer(enqueued, predicted, time.monotonic(), priority)  # how long admitted requests really take
+    ratio = engine.observe_answer(receipt)  # how long admitted requests really take
+    request.state.access["predicted_s"] = round(receipt.prediction.answer_s, 4)
+    request.state.access["answer_over_predicted"] = round(ratio, 3)
     runtime.metrics.encode.labels(params.format).observe(encode_s)
     timing = ", ".join(
         f"{name};dur={sec * 1000:.1f}"
