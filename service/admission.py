@@ -86,6 +86,17 @@ class Prediction:
         return self.computed_s + self.post_s
 
 
+@dataclass
+class Ticket:
+    """A request admitted before its decode, on the size its header gave: its work is reserved until queued."""
+
+    rank: int
+    own_s: float  # the calibrated seconds reserved
+    prediction: Prediction
+    admitted: float  # on the engine's clock; its answer time is measured from here
+    spent: bool = False  # queued (the reservation became queued work) or released
+
+
 class WaitPredictor:
     """Calibrated seconds of queued work per priority rank, and the estimates learnt from real answers.
 
@@ -98,6 +109,8 @@ class WaitPredictor:
         self.max_wait_s = max_wait_s
         self.min_retry_after_s = min_retry_after_s
         self._queued_s = [0.0 for _ in Priority]  # calibrated seconds queued, per rank
+        # Admitted on the size in the upload's header, still decoding: not in the queue, but ahead of what comes next.
+        self._reserved_s = [0.0 for _ in Priority]
         self._busy_until = 0.0  # predicted end of the work on the device
         self._inflight_s = 0.0  # predicted seconds of the batches started and not finished
         # Per rank, apart: low priority is overtaken by design and must not inflate normal's predictions.
@@ -132,7 +145,13 @@ class WaitPredictor:
     # -- the queue ---------------------------------------------------------
     def ahead(self, rank: int, now: float) -> float:
         """Calibrated seconds of work ahead of a request at ``rank`` (before the queue factor)."""
-        return sum(self._queued_s[: rank + 1]) + max(0.0, self._busy_until - now)
+        queued = sum(self._queued_s[: rank + 1]) + sum(self._reserved_s[: rank + 1])
+        return queued + max(0.0, self._busy_until - now)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing admitted on its way to the queue."""
+        return not any(self._queued_s) and not any(self._reserved_s)
 
     def wait(self, rank: int, now: float) -> float:
         """Seconds a request at ``rank`` queued at ``now`` would wait before its first window computes."""
@@ -168,6 +187,13 @@ class WaitPredictor:
 
     def queued(self, rank: int, seconds: float) -> None:
         self._queued_s[rank] += seconds
+
+    def reserve(self, rank: int, seconds: float) -> None:
+        """Work admitted before its decode: counted ahead of later requests until :meth:`unreserve`."""
+        self._reserved_s[rank] += seconds
+
+    def unreserve(self, rank: int, seconds: float) -> None:
+        self._reserved_s[rank] = max(0.0, self._reserved_s[rank] - seconds)
 
     def withdrawn(self, rank: int, seconds: float) -> None:
         """Admitted work that never reached the queue (its output could not be allocated)."""

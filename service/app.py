@@ -16,6 +16,7 @@ from srserve.service.openapi import truthful_openapi
 from srserve.service.routes import docs, health, metrics, models, pages, upscale
 from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings, get_settings
+from srserve.service.shedding import AdmissionGate
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.mount(docs.ASSETS, docs.assets(), name="docs-assets")
     app.mount(pages.STATIC, pages.static_files(), name="static")
+    app.add_middleware(AdmissionGate, runtime=runtime)  # inside the body limit: a 413 is still a 413
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     # Added last, so outermost: it sees (and counts) every response, the 413s and 500s included.
     app.add_middleware(

@@ -13,14 +13,14 @@ from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: a sync dependency costs a thread hand-off
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_app_settings(runtime: RuntimeDep) -> Settings:
+async def get_app_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
@@ -30,7 +30,7 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <one of SR_API_KEYS>")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     header_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
@@ -46,8 +46,12 @@ def require_api_key(
             "this server needs an API key: send X-API-Key or Authorization: Bearer",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
+    if not key_is_valid(key, settings.api_keys):
         raise APIError(401, "invalid_api_key", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+
+
+def key_is_valid(key: str, keys: list[str]) -> bool:
+    return any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
 
 
 ApiKeyDep = Depends(require_api_key)

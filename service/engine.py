@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from srserve.service.admission import Prediction, Priority, QueueFull, WaitPredictor
+from srserve.service.admission import Prediction, Priority, QueueFull, Ticket, WaitPredictor
 from srserve.service.batch_runner import BatchRunner
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
 from srserve.service.cost_model import measure
@@ -135,6 +135,22 @@ class Engine:
         with self._lock:
             return self._waits.wait(priority.rank, self.clock())
 
+    def check_wait(self, priority: Priority = Priority.NORMAL) -> None:
+        """:class:`QueueFull` when the wait ahead alone is over the limit, whatever a request's own size.
+
+        Cheap (no plan, no image): under overload most refusals are made here, before an upload is read.
+        """
+        with self._lock:
+            wait = self._waits.wait(priority.rank, self.clock())
+        limit = self.max_queue_wait_s
+        if self._queued and wait > limit:
+            raise QueueFull(
+                f"it would wait {wait:.1f} s before its turn, over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
+                reason="queue_wait",
+                retry_after=max(self._waits.min_retry_after_s, wait - limit),
+                predicted_s=wait,
+            )
+
     def predict(self, route: Route, height: int, width: int, priority: Priority = Priority.NORMAL) -> Prediction:
         """What admission would expect now of an image of ``height`` x ``width`` through ``route``."""
         plan = self.plan_for(route, height, width)
@@ -146,13 +162,57 @@ class Engine:
         """A job's answer is ready (encoded) at ``answered`` (now): teach admission; returns real/predicted."""
         answered = self.clock() if answered is None else answered
         p = job.prediction
-        computed = (job.computed if job.computed is not None else answered) - job.enqueued
-        real = answered - job.enqueued
+        computed = (job.computed if job.computed is not None else answered) - job.admitted
+        real = answered - job.admitted
         with self._lock:
             self._waits.observe_answer(job.rank, p, computed, real, job.out_pixels)
         ratio = real / max(p.answer_s, 1e-3)
         self.metrics.answer_prediction.observe(ratio)
         return ratio
+
+    def _stages(
+        self, route: Route, height: int, width: int, then: Sequence[Route]
+    ) -> tuple[Plan, float, list[Stage], float, int]:
+        """(Under the lock) the first plan, its calibration, the later stages, the calibrated seconds of
+        them all, and the output's pixels."""
+        plan = self.plan_for(route, height, width)
+        factor = self._waits.calibration(route.key)
+        later, size = [], route.out_size
+        for r in then:
+            later.append(Stage(r, self.plan_for(r, *size), self._waits.calibration(r.key)))
+            size = r.out_size
+        own = factor * plan.seconds + sum(s.factor * s.plan.seconds for s in later)
+        return plan, factor, later, own, _pixels(size)
+
+    def admit(
+        self,
+        route: Route,
+        height: int,
+        width: int,
+        *,
+        priority: Priority = Priority.NORMAL,
+        then: Sequence[Route] = (),
+    ) -> Ticket:
+        """Admit a request on the size its upload's header gives, before paying for its decode.
+
+        Its predicted work is reserved at once, so that requests decoding side by side are
+        judged behind one another; :meth:`submit` with the ticket queues it, :meth:`release` gives
+        the reservation back when the request ends before that. Raises :class:`QueueFull`.
+        """
+        rank = priority.rank
+        with self._lock:
+            _, _, _, own, out_pixels = self._stages(route, height, width, then)
+            now = self.clock()
+            prediction = self._waits.admit(rank, own, out_pixels, now, queue_empty=self._waits.idle)
+            self._waits.reserve(rank, own)
+        return Ticket(rank, own, prediction, now)
+
+    def release(self, ticket: Ticket) -> None:
+        """Give back an admitted request's reservation (it failed or left before :meth:`submit`)."""
+        with self._lock:
+            if not ticket.spent:
+                ticket.spent = True
+                self._waits.unreserve(ticket.rank, ticket.own_s)
 
     def submit(
         self,
@@ -164,6 +224,7 @@ class Engine:
         arrived: Callable[[], None] | None = None,
         into_image: bool = False,
         then: Sequence[Route] = (),
+        ticket: Ticket | None = None,
     ) -> Job:
         """Queue one request; raises :class:`QueueFull` when it is not admitted.
 
@@ -172,28 +233,20 @@ class Engine:
         encoder reads) instead of an array, so a large result exists once.
         ``then``: routes that run after ``route`` on its output, on the device, as
         one job (restore, then upscale); admitted now for the time of all of them.
+        ``ticket``: from :meth:`admit`; the request is not judged again (its priority is the ticket's).
         """
         h, w = pixels.shape[:2]
-        plan = self.plan_for(route, h, w)
-        tiles = len(plan.tiles)
-        rank = priority.rank
-        later_routes = list(then)
-        later_plans = []
-        size = route.out_size
-        for later_route in later_routes:
-            later_plans.append(self.plan_for(later_route, *size))
-            size = later_route.out_size
+        rank = priority.rank if ticket is None else ticket.rank
         with self._lock:
-            factor = self._waits.calibration(route.key)
-            later = [
-                Stage(r, p, self._waits.calibration(r.key)) for r, p in zip(later_routes, later_plans, strict=True)
-            ]
-            own = factor * plan.seconds + sum(s.factor * s.plan.seconds for s in later)
+            plan, factor, later, own, out_pixels = self._stages(route, h, w, then)
+            tiles = len(plan.tiles)
             now = self.clock()
-            out_pixels = _pixels(later_routes[-1].out_size if later_routes else route.out_size)
-            predicted = self._waits.admit(rank, own, out_pixels, now, queue_empty=not self._queued)
+            if ticket is None:
+                predicted = self._waits.admit(rank, own, out_pixels, now, queue_empty=self._waits.idle)
+            else:
+                predicted = ticket.prediction
             # A chained job queues one stage's windows at a time: it is admitted for its largest.
-            need = max([tiles, *(len(p.tiles) for p in later_plans)])
+            need = max([tiles, *(len(s.plan.tiles) for s in later)])
             if self._queued and self._queued + need > self.max_queue_tiles:
                 raise QueueFull(
                     f"{self._queued} windows queued; this request needs {need} more "
@@ -202,6 +255,9 @@ class Engine:
                     retry_after=max(self._waits.min_retry_after_s, self._waits.wait(rank, now)),
                     predicted_s=predicted.answer_s,
                 )
+            if ticket is not None and not ticket.spent:  # the reservation becomes queued work
+                ticket.spent = True
+                self._waits.unreserve(rank, ticket.own_s)
             self._queued += tiles
             self._waits.queued(rank, own)
             self._publish_queue_locked()
@@ -229,9 +285,10 @@ class Engine:
             rank=rank,
             into_image=into_image,
             later=later,
-            plans=[plan, *later_plans],
+            plans=[plan, *(s.plan for s in later)],
             prediction=predicted,
             enqueued=now,
+            admitted=now if ticket is None else ticket.admitted,
         )
         items = self._items(job, route, plan, factor)
         if arrived is not None:

@@ -121,13 +121,17 @@ def _validation_problem(err: dict[str, Any]) -> dict[str, Any]:
     return problem
 
 
+def response_for(exc: APIError) -> JSONResponse:
+    body = error_body(exc.code, exc.message, field=exc.field, allowed=exc.allowed, limits=exc.limits)
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
 def install(app: FastAPI, allowed_params: dict[str, list[str]] | None = None) -> None:
     """Register the JSON handlers on ``app``."""
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        body = error_body(exc.code, exc.message, field=exc.field, allowed=exc.allowed, limits=exc.limits)
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+        return response_for(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -23,6 +23,7 @@ OutputFormat = Literal["png", "jpeg", "webp"]
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+ORIENTATION = 0x0112  # the EXIF tag
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
@@ -91,6 +92,24 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
         raise ImageError(f"the image data is corrupt or truncated: {e}", reason="bad_image") from None
     return image
+
+
+def peek_size(data: bytes, *, max_pixels: int) -> tuple[int, int] | None:
+    """(H, W) as decoded (EXIF rotation applied) from the header alone, in microseconds; None when unknown.
+
+    For admission before the decode: anything odd is left for :func:`decode` to report.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
+            w, h = image.size
+            turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+    except Exception:
+        return None
+    if w * h > max_pixels or w < 1 or h < 1:
+        return None
+    return (w, h) if turned else (h, w)
 
 
 def decode(data: bytes, *, max_pixels: int) -> Decoded:

@@ -54,6 +54,7 @@ class Job:
     later: list[Stage] = field(default_factory=list)
     plans: list[Plan] = field(default_factory=list)  # every stage's, for the X-Tile-Plan header
     enqueued: float = field(default_factory=time.monotonic)  # on the engine's clock, as are the times below
+    admitted: float | None = None  # when admission let it in (before its decode), if not when enqueued
     started: float | None = None  # when its first tile's batch began
     computed: float | None = None  # when its last window was pasted
     prediction: Prediction = field(default_factory=lambda: Prediction(0.0, 0.0, 1.0, 0.0))  # admission's
@@ -72,13 +73,14 @@ class Job:
     def receipt(self) -> Receipt:
         """What admission needs to learn from this job's answer, without holding its pixels."""
         h, w = self.route.out_size
-        return Receipt(self.rank, self.enqueued, self.computed, self.prediction, int(h) * int(w))
+        admitted = self.enqueued if self.admitted is None else self.admitted
+        return Receipt(self.rank, admitted, self.computed, self.prediction, int(h) * int(w))
 
 
 @dataclass(frozen=True)
 class Receipt:
     rank: int
-    enqueued: float
+    admitted: float  # the times its prediction was made from
     computed: float | None
     prediction: Prediction
     out_pixels: int

@@ -13,6 +13,7 @@ from srserve.models.device import resolve_device
 from srserve.service.engine import Engine
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
+from srserve.service.retries import RetryLedger
 from srserve.service.settings import Settings
 
 log = logging.getLogger("srserve")
@@ -49,6 +50,7 @@ class Runtime:
             max_queue_wait_s=settings.max_queue_wait_s,
             min_retry_after_s=settings.retry_after_s,
         )
+        self.retries = RetryLedger()  # refused uploads, so that early resends are held (see retries)
         self.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="srserve-io")
         self.phase = Phase.STARTING
         self.error: str | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,15 +19,18 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from srserve.models import MODELS
+from srserve.service.admission import Ticket
 from srserve.service.deps import ApiKeyDep, RuntimeDep
-from srserve.service.engine import Engine, Priority, QueueFull
+from srserve.service.engine import Priority, QueueFull
 from srserve.service.errors import APIError, error_body, error_responses
-from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode
+from srserve.service.imageio import MEDIA_TYPES, Decoded, ImageError, decode, peek_size
 from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory, Job
 from srserve.service.output_file import file_response, finish
 from srserve.service.planner import Plan
 from srserve.service.routing import RequestError, Route, check_name, default_scale, resolve
 from srserve.service.runtime import Phase, Runtime
+from srserve.service.settings import Settings
+from srserve.service.shedding import refusal
 from srserve.service.upload import read_upload
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
@@ -147,7 +149,7 @@ def request_error(e: RequestError) -> APIError:
     return APIError(422, code, str(e), field=e.field_name, allowed=e.allowed)
 
 
-def restore_route(runtime: Runtime, image: Decoded, name: str) -> Route:
+def restore_route(runtime: Runtime, size: tuple[int, int], name: str) -> Route:
     """The x1 restoration that runs before the upscaler."""
     pool = runtime.pool
     restorers = [n for n in pool.names if MODELS.get(n).task != "upscale" and pool.scales(n)]
@@ -160,14 +162,14 @@ def restore_route(runtime: Runtime, image: Decoded, name: str) -> Route:
             allowed=restorers,
         )
     try:
-        return resolve(pool, name, in_size=(image.height, image.width), scale=1)
+        return resolve(pool, name, in_size=size, scale=1)
     except RequestError as e:
         raise request_error(e) from None
 
 
-def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> list[Route]:
-    """The routes the image runs through, in order: the restoration asked for, then the model."""
-    chain = [restore_route(runtime, image, params.restore)] if params.restore is not None else []
+def route_for(runtime: Runtime, size: tuple[int, int], params: UpscaleParams) -> list[Route]:
+    """The routes an image of ``size`` (H, W) runs through, in order: the restoration asked for, then the model."""
+    chain = [restore_route(runtime, size, params.restore)] if params.restore is not None else []
     scale = params.scale
     if scale is None and params.width is None and params.height is None:
         scale = default_scale(params.model)
@@ -175,7 +177,7 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> list[R
         route = resolve(
             runtime.pool,
             params.model,
-            in_size=(image.height, image.width),
+            in_size=size,
             scale=scale,
             width=params.width,
             height=params.height,
@@ -194,6 +196,10 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> list[R
             field="scale",
             limits={"max_output_pixels": limit},
         )
+    return [*chain, route]
+
+
+def check_alpha(image: Decoded, params: UpscaleParams) -> None:
     if image.alpha is not None and params.format == "jpeg":
         raise APIError(
             422,
@@ -202,7 +208,6 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> list[R
             field="format",
             allowed=["png", "webp"],
         )
-    return [*chain, route]
 
 
 @router.post(
@@ -215,48 +220,46 @@ def route_for(runtime: Runtime, image: Decoded, params: UpscaleParams) -> list[R
 )
 async def upscale(request: Request, params: Annotated[UpscaleParams, Query()], runtime: RuntimeDep) -> Response:
     # Counted, timed and logged by the access middleware; the state below labels its line.
+    params = demoted(request, params)
     request.state.model = params.model
     request.state.priority = params.priority
+    if not hasattr(request.state, "access"):
+        request.state.access = {}
     runtime.metrics.inflight.inc()
     try:
-        return await _upscale(request, params, runtime, time.monotonic())
+        with runtime.engine.arriving() as queued:  # counted as on its way until queued (see Engine.arriving)
+            return await _upscale(request, params, runtime, time.monotonic(), queued)
+    except QueueFull as e:
+        request.state.refused_retry_after = e.retry_after  # the admission gate remembers it (see shedding)
+        raise refusal(e, runtime.engine.max_queue_wait_s) from None
     finally:
         runtime.metrics.inflight.dec()
 
 
-def refuse_if_over(engine: Engine, priority: Priority, min_retry_s: float) -> None:
-    """503 at once when the wait ahead is over the limit whatever this request's own size.
+def demoted(request: Request, params: UpscaleParams) -> UpscaleParams:
+    """An early resend of a refused upload, held by the admission gate, goes in at low priority."""
+    if getattr(request.state, "demoted", False) and params.priority is not Priority.LOW:
+        return params.model_copy(update={"priority": Priority.LOW})
+    return params
 
-    Under overload most requests are refused here, before their upload is read
-    or decoded, so a refusal costs the server (and the client) next to nothing.
+
+def admit_on_header(runtime: Runtime, data: bytes, params: UpscaleParams) -> Ticket | None:
+    """Admit (or refuse, raising :class:`QueueFull`) on the size in the upload's header, before decoding it.
+
+    None when the header gives no usable size or the parameters do not fit it: the
+    decode and the checks after it then answer with the precise error.
     """
-    wait = engine.predicted_wait(priority)
-    if engine.queued_tiles and wait > engine.max_queue_wait_s:
-        raise overloaded(
-            QueueFull(
-                f"the predicted wait is {wait:.1f} s, over SR_MAX_QUEUE_WAIT_S = {engine.max_queue_wait_s:g} s",
-                reason="queue_wait",
-                retry_after=max(min_retry_s, wait - engine.max_queue_wait_s),
-            )
-        )
+    size = peek_size(data, max_pixels=runtime.settings.max_input_pixels)
+    if size is None:
+        return None
+    try:
+        first, *then = route_for(runtime, size, params)
+    except APIError:
+        return None
+    return runtime.engine.admit(first, *size, priority=params.priority, then=then)
 
 
-def overloaded(e: QueueFull) -> APIError:
-    return APIError(
-        503,
-        e.reason,
-        f"the server is busy: {e}; retry later",
-        headers={"Retry-After": str(math.ceil(e.retry_after))},
-    )
-
-
-async def _upscale(request: Request, params: UpscaleParams, runtime: Runtime, arrived: float) -> Response:
-    # Counted as on its way until queued: meanwhile the worker holds a partial batch for it.
-    with runtime.engine.arriving() as queued:
-        return await _upscale_arriving(request, params, runtime, arrived, queued)
-
-
-async def _upscale_arriving(
+async def _upscale(
     request: Request, params: UpscaleParams, runtime: Runtime, arrived: float, queued: Callable[[], None]
 ) -> Response:
     settings = runtime.settings
@@ -265,18 +268,26 @@ async def _upscale_arriving(
     # While draining, requests the load balancer still sends are served: only /readyz says 503.
     if runtime.phase not in (Phase.READY, Phase.DRAINING):
         raise APIError(503, "not_ready", f"the server is {runtime.phase.value}; try again shortly", headers=retry)
-    refuse_if_over(engine, params.priority, settings.retry_after_s)  # before reading the upload at all
+    engine.check_wait(params.priority)  # before reading the upload (the admission gate has, too, for most)
     data, fields = await read_upload(request, max_fields=len(PARAMETERS) + 1)
-    params = merge_form_fields(params, fields)
+    params = demoted(request, merge_form_fields(params, fields))
     request.state.model = params.model
     request.state.priority = params.priority
     try:
         check_name(runtime.pool, params.model)  # before paying for the decode
     except RequestError as e:
         raise request_error(e) from None
-    priority = params.priority
-    refuse_if_over(engine, priority, settings.retry_after_s)  # a form field may have lowered the priority
+    ticket = admit_on_header(runtime, data, params)  # a refusal costs no decode
+    try:
+        return await _decoded(request, params, runtime, arrived, queued, data, ticket)
+    finally:
+        if ticket is not None:
+            engine.release(ticket)  # a no-op once queued
 
+
+async def decode_upload(runtime: Runtime, data: bytes) -> tuple[Decoded, float]:
+    """The decoded upload and the seconds its decode took; a bad image is a 4xx."""
+    settings = runtime.settings
     t0 = time.monotonic()
     try:
         image = await in_thread(runtime, partial(decode, data, max_pixels=settings.max_input_pixels))
@@ -285,32 +296,13 @@ async def _upscale_arriving(
         raise APIError(e.status, e.reason, str(e), field="image", limits=limits) from None
     decode_s = time.monotonic() - t0
     runtime.metrics.decode.observe(decode_s)
-    del data
-    first, *then = route_for(runtime, image, params)
-    route = then[-1] if then else first  # the one whose output is answered
-    request.state.access = {
-        "in_size": f"{image.width}x{image.height}",
-        "out_size": f"{route.out_size[1]}x{route.out_size[0]}",
-        "scale": round(route.out_size[1] / image.width, 4),
-        "format": params.format,
-        **({"restore": params.restore} if params.restore else {}),
-    }
+    return image, decode_s
 
+
+async def output_of(job: Job, request: Request, settings: Settings) -> np.ndarray | Image.Image:
+    """The job's output pixels, or the error answer for why there are none."""
     try:
-        job = engine.submit(
-            first,
-            image.pixels,
-            arrived + settings.request_timeout_s,
-            priority=priority,
-            arrived=queued,
-            into_image=image.pixels.dtype == np.uint8 and image.alpha is None and not image.grey,
-            then=then,
-        )
-    except QueueFull as e:
-        raise overloaded(e) from None
-    image = replace(image, pixels=image.pixels[:0, :0])  # the job holds the input now, until it is done
-    try:
-        pixels = await wait_for(job, request)
+        return await wait_for(job, request)
     except DeadlineExceeded:
         raise APIError(
             504,
@@ -319,11 +311,55 @@ async def _upscale_arriving(
             limits={"request_timeout_s": settings.request_timeout_s},
         ) from None
     except DeviceOutOfMemory as e:
-        raise APIError(503, "device_out_of_memory", str(e), headers=retry) from None
-    except ClientGone:  # nobody reads this; nginx's code for "client closed", counted and logged as such
-        return JSONResponse(error_body("client_gone", "the client closed the connection"), status_code=499)
+        raise APIError(
+            503, "device_out_of_memory", str(e), headers={"Retry-After": str(settings.retry_after_s)}
+        ) from None
+    except ClientGone:
+        raise
     except Exception as e:
         raise APIError(500, "inference_failed", f"the model failed on this batch: {type(e).__name__}") from None
+
+
+async def _decoded(
+    request: Request,
+    params: UpscaleParams,
+    runtime: Runtime,
+    arrived: float,
+    queued: Callable[[], None],
+    data: bytes,
+    ticket: Ticket | None,
+) -> Response:
+    settings = runtime.settings
+    engine = runtime.engine
+    image, decode_s = await decode_upload(runtime, data)
+    del data
+    first, *then = route_for(runtime, (image.height, image.width), params)
+    check_alpha(image, params)
+    route = then[-1] if then else first  # the one whose output is answered
+    request.state.access.update(
+        {
+            "in_size": f"{image.width}x{image.height}",
+            "out_size": f"{route.out_size[1]}x{route.out_size[0]}",
+            "scale": round(route.out_size[1] / image.width, 4),
+            "format": params.format,
+            **({"restore": params.restore} if params.restore else {}),
+        }
+    )
+    job = engine.submit(
+        first,
+        image.pixels,
+        arrived + settings.request_timeout_s,
+        priority=params.priority,
+        arrived=queued,
+        into_image=image.pixels.dtype == np.uint8 and image.alpha is None and not image.grey,
+        then=then,
+        ticket=ticket,
+    )
+    image = replace(image, pixels=image.pixels[:0, :0])  # the job holds the input now, until it is done
+    try:
+        pixels = await output_of(job, request, settings)
+    except ClientGone:  # nobody reads this; nginx's code for "client closed", counted and logged as such
+        return JSONResponse(error_body("client_gone", "the client closed the connection"), status_code=499)
 
     queue_s, compute_s, plans, receipt = job.queue_s, job.compute_s, job.plans, job.receipt()
     del job  # from here the output is held by ``owned`` alone, and let go once Pillow has its copy
@@ -333,10 +369,10 @@ async def _upscale_arriving(
     encode = partial(finish, fmt=params.format, quality=params.quality, png_level=settings.png_compress_level)
     body = await in_thread(runtime, encode, image, owned, route.out_size)
     encode_s = time.monotonic() - t1
+    runtime.metrics.encode.labels(params.format).observe(encode_s)
     ratio = engine.observe_answer(receipt)  # how long admitted requests really take
     request.state.access["predicted_s"] = round(receipt.prediction.answer_s, 4)
     request.state.access["answer_over_predicted"] = round(ratio, 3)
-    runtime.metrics.encode.labels(params.format).observe(encode_s)
     timing = ", ".join(
         f"{name};dur={sec * 1000:.1f}"
         for name, sec in (("decode", decode_s), ("queue", queue_s), ("compute", compute_s), ("encode", encode_s))
