@@ -15,6 +15,7 @@ from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
 from srserve.service.retries import RetryLedger
 from srserve.service.settings import Settings
+from srserve.service.warmup import warm
 
 log = logging.getLogger("srserve")
 
@@ -62,6 +63,8 @@ class Runtime:
             if self.settings.warmup:
                 self.engine.warm_up()
             self.engine.start()
+            if self.settings.warmup:  # before ready: the first requests are as fast as the rest
+                warm(self.engine, self.io, self.settings.io_threads, self.settings.png_compress_level)
         except Exception as e:
             self.phase, self.error = Phase.FAILED, f"{type(e).__name__}: {e}"
             log.exception("start-up failed")
