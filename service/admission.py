@@ -221,17 +221,22 @@ class WaitPredictor:
         self._busy_until = now + self._inflight_s if self._inflight_s > 1e-9 else 0.0
 
     # -- learning from real answers ------------------------------------------
-    def observe_answer(self, rank: int, p: Prediction, computed_s: float, answer_s: float, out_pixels: int) -> None:
+    def observe_answer(
+        self, rank: int, p: Prediction, computed_s: float, answer_s: float, out_pixels: int, recalibrated: float = 1.0
+    ) -> None:
         """Fold one request's real times (from its enqueueing) into the estimates.
 
         ``computed_s``: when its last window was pasted; ``answer_s``: when its answer was ready.
+        ``recalibrated``: its route's calibration now over when it was predicted. The factor learns only
+        what the calibration does not: an error the calibration has fixed since (a start-up cost model
+        off by 4x, say) must not linger in the factor too, or the two together overcorrect.
         """
         self._post.append((float(out_pixels), max(0.0, answer_s - computed_s)))
         pixels, seconds = np.array(self._post).T
         # A fixed part (what the smallest answers take) and a per-pixel part over it (encode scales with pixels).
         self._post_fixed_s = float(np.percentile(seconds, 10))
         self._post_per_pixel_s = float(np.maximum(seconds - self._post_fixed_s, 0).sum() / max(pixels.sum(), 1.0))
-        work = p.ahead_s + p.own_s
+        work = (p.ahead_s + p.own_s) * recalibrated
         if work < self.long_queue_s:
             return  # a near-empty queue says nothing about long ones
         ratios = self._ratios[rank]

@@ -165,7 +165,8 @@ class Engine:
         computed = (job.computed if job.computed is not None else answered) - job.admitted
         real = answered - job.admitted
         with self._lock:
-            self._waits.observe_answer(job.rank, p, computed, real, job.out_pixels)
+            recalibrated = self._waits.calibration(job.key) / job.calibration if job.key else 1.0
+            self._waits.observe_answer(job.rank, p, computed, real, job.out_pixels, recalibrated)
         ratio = real / max(p.answer_s, 1e-3)
         self.metrics.answer_prediction.observe(ratio)
         return ratio
@@ -289,6 +290,8 @@ class Engine:
             prediction=predicted,
             enqueued=now,
             admitted=now if ticket is None else ticket.admitted,
+            first_key=route.key,
+            calibration=factor,
         )
         items = self._items(job, route, plan, factor)
         if arrived is not None:
@@ -478,6 +481,7 @@ class Engine:
         self.metrics.batch_tiles.labels(route.entry.name).observe(len(items))
         for job in jobs:
             job.compute_s += elapsed
+        answered: list[Job] = []
         try:
             for work, result in zip(items, results, strict=True):
                 job = work.job
@@ -494,13 +498,16 @@ class Engine:
                     job.finished = True
                     job.computed = self.clock()
                     job.pixels = job.pixels[:0, :0]  # the input is not needed any more
-                    job.loop.call_soon_threadsafe(_settle, job.future, job.out, None)
+                    answered.append(job)
         finally:
             launched.pending.release()
-        # The worker's whole turn (stack, model, paste) is what the queue waits for.
-        with self._lock:
-            self._waits.calibrate(route.key, sum(w.planned_s for w in items), self.clock() - turn_start)
-            self._waits.finished(launched.cost_s, done)
+            # The worker's whole turn (stack, model, paste) is what the queue waits for. Accounted before the
+            # answers go out: a client that sends again at once must not find this batch still ahead of it.
+            with self._lock:
+                self._waits.calibrate(route.key, sum(w.planned_s for w in items), self.clock() - turn_start)
+                self._waits.finished(launched.cost_s, done)
+            for job in answered:
+                job.loop.call_soon_threadsafe(_settle, job.future, job.out, None)
 
     def _fail(self, job: Job, error: BaseException) -> None:
         if not job.finished:

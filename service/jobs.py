@@ -54,6 +54,8 @@ class Job:
     later: list[Stage] = field(default_factory=list)
     plans: list[Plan] = field(default_factory=list)  # every stage's, for the X-Tile-Plan header
     enqueued: float = field(default_factory=time.monotonic)  # on the engine's clock, as are the times below
+    first_key: tuple = ()  # its first route's key
+    calibration: float = 1.0  # that route's calibration when it was admitted
     admitted: float | None = None  # when admission let it in (before its decode), if not when enqueued
     started: float | None = None  # when its first tile's batch began
     computed: float | None = None  # when its last window was pasted
@@ -74,7 +76,9 @@ class Job:
         """What admission needs to learn from this job's answer, without holding its pixels."""
         h, w = self.route.out_size
         admitted = self.enqueued if self.admitted is None else self.admitted
-        return Receipt(self.rank, admitted, self.computed, self.prediction, int(h) * int(w))
+        return Receipt(
+            self.rank, admitted, self.computed, self.prediction, int(h) * int(w), self.first_key, self.calibration
+        )
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class Receipt:
     computed: float | None
     prediction: Prediction
     out_pixels: int
+    key: tuple = ()  # the first route's, whose calibration it was predicted with
+    calibration: float = 1.0  # that calibration then
 
 
 @dataclass(eq=False)
