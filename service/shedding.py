@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from srserve.service.admission import Priority, QueueFull
 from srserve.service.deps import key_is_valid
 from srserve.service.errors import APIError, response_for
-from srserve.service.retries import fingerprint
+from srserve.service.retries import client_of, fingerprint
 from srserve.service.runtime import Phase, Runtime
 
 PATH = "/v1/upscale"
@@ -57,11 +57,13 @@ class AdmissionGate:
             await self.app(scope, receive, send)
             return
         runtime = self.runtime
-        key = fingerprint(scope)
+        key, client = fingerprint(scope), client_of(scope)
         state = scope.setdefault("state", {})
-        hold = runtime.retries.early(key, time.monotonic())
+        hold = runtime.retries.early(key, time.monotonic(), client)
         if hold is not None:
             await self._hold(state, hold)
+        elif runtime.retries.demoted(client, time.monotonic()):
+            state["demoted"] = True  # it resent early a little while ago
         priority = self._priority(scope, state)
         if priority is not None:
             try:
