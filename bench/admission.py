@@ -204,9 +204,14 @@ def cell(server: Server, params: dict, load: Load, content: str, clients: int, s
     return out
 
 
+#: Open-loop arrivals come from this many loopback addresses: independent users, not one client's resends.
+SOURCES = 200
+
+
 def overload_episode(server: Server, params: dict, rate: float, seconds: float) -> dict:
     bodies = bodies_for(LOADS[0], "photo", 32)
-    result = asyncio.run(open_loop(Target("srserve", server.url, "/v1/upscale", params), bodies, rate, seconds))
+    target = Target("srserve", server.url, "/v1/upscale", params)
+    result = asyncio.run(open_loop(target, bodies, rate, seconds, sources=SOURCES))
     statuses = result.statuses
     return {
         "offered": len(statuses),

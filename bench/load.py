@@ -13,6 +13,7 @@ import io
 import random
 import time
 from collections.abc import Awaitable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import httpx
@@ -111,14 +112,31 @@ async def closed_loop(target: Target, bodies: list[bytes], concurrency: int) -> 
     return result
 
 
-async def open_loop(target: Target, bodies: list[bytes], rate: float, duration: float) -> Result:
-    """Poisson arrivals at ``rate`` per second for ``duration`` seconds; every answer is awaited at the end."""
+async def open_loop(target: Target, bodies: list[bytes], rate: float, duration: float, sources: int = 1) -> Result:
+    """Poisson arrivals at ``rate`` per second for ``duration`` seconds; every answer is awaited at the end.
+
+    ``sources`` > 1: arrival i comes from 127.0.0.<2 + i % sources>, as from that many independent users
+    (a server that tells one client's resends from another's sees them as such).
+    """
     rng = random.Random(0)
     result = Result(0.0)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=target.url, timeout=600, limits=limits) as client:
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=target.url,
+                    timeout=600,
+                    limits=limits,
+                    transport=httpx.AsyncHTTPTransport(local_address=f"127.0.0.{2 + k}", limits=limits)
+                    if sources > 1
+                    else None,
+                )
+            )
+            for k in range(sources)
+        ]
 
-        async def one(body: bytes) -> None:
+        async def one(client: httpx.AsyncClient, body: bytes) -> None:
             t0 = time.perf_counter()
             headers = httpx.Headers()
             try:
@@ -137,7 +155,7 @@ async def open_loop(target: Target, bodies: list[bytes], rate: float, duration: 
             delay = start + at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+            tasks.append(asyncio.create_task(one(clients[i % sources], bodies[i % len(bodies)])))
             i += 1
             at += rng.expovariate(rate)
         await asyncio.gather(*tasks)

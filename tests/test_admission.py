@@ -49,3 +49,30 @@ def test_refusal_names_the_limit_and_when_to_retry() -> None:
     assert waits.admit(LOW, 5.0, 0, 0.0, queue_empty=True).computed_s == pytest.approx(
         5.9
     )  # an empty queue admits anything
+
+
+def test_retry_ledger_holds_early_resends_only() -> None:
+    from srserve.service.retries import RetryLedger
+
+    ledger = RetryLedger(capacity=2, max_hold_s=5.0)
+    ledger.refused(1, 2.0, now=10.0)
+    assert ledger.early(2, now=10.5) is None  # never refused: judged as new
+    assert ledger.early(1, now=10.5) == pytest.approx(1.5)  # early: held for the rest of its Retry-After
+    assert ledger.early(1, now=10.6) is None  # taken once: a second early resend is judged as new
+    ledger.refused(1, 2.0, now=10.0)
+    assert ledger.early(1, now=12.5) is None  # on time
+    ledger.refused(1, 60.0, now=0.0)
+    assert ledger.early(1, now=1.0) == 5.0  # a hold never passes max_hold_s
+    for key in (1, 2, 3):
+        ledger.refused(key, 2.0, now=0.0)
+    assert len(ledger) == 2 and ledger.early(1, now=0.5) is None  # the oldest is forgotten first
+
+
+def test_a_client_that_resends_early_is_demoted_for_a_while() -> None:
+    from srserve.service.retries import PENALTY_S, RetryLedger
+
+    ledger = RetryLedger()
+    ledger.refused(1, 2.0, now=0.0)
+    assert ledger.early(1, now=0.1, client=7) is not None
+    assert ledger.demoted(7, now=1.0) and not ledger.demoted(8, now=1.0)
+    assert not ledger.demoted(7, now=PENALTY_S + 0.2)  # forgiven after the penalty

@@ -165,3 +165,33 @@ def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
         worker.join(60)
         assert result and result[0].status_code == 200  # finished, not cut off
         assert s.process.wait(30) in (0, -signal.SIGTERM)
+
+
+def test_refusals_cost_no_decode_and_early_resends_are_held(tmp_path: Path) -> None:
+    """Refused on the queue ahead (the gate, before the upload is read) or on its own size (the header,
+    before the decode): either way nothing is decoded. A resend before Retry-After is held, not refused again."""
+    with slow_server(tmp_path, 0.5, SR_MAX_QUEUE_WAIT_S="2.0", SR_TILE_SIZE="32") as s:
+        text = s.metrics()
+        for model in ("slow", "bicubic"):  # ready means warm: each model's path ran through the engine
+            assert metric_value(text, "srserve_batch_tiles_count", {"model": model}) > 0
+        small = imagegen.encode(imagegen.rgb(24, 24))  # one window: one 0.5 s batch
+        large = imagegen.encode(imagegen.rgb(128, 128))  # 16 windows: 8 s of its own
+        decodes = metric_value(text, "srserve_decode_seconds_count")
+        with ThreadPoolExecutor(8) as pool:
+            fills = [pool.submit(post, s.url, small, model="slow", scale=2) for _ in range(3)]  # 1.5 s ahead
+            time.sleep(0.3)
+            on_size = post(s.url, large, model="slow", scale=2)  # 1.5 s ahead + its own: over 2 s
+            flood = [pool.submit(post, s.url, small + bytes(i), model="slow", priority="low") for i in range(1, 4)]
+            ahead = [f.result() for f in flood]
+            codes = [f.result().status_code for f in fills]
+        assert on_size.status_code == 503, on_size.text
+        error = on_size.json()["error"]
+        assert error["code"] == "queue_wait" and "answered in" in error["message"]
+        assert error["limits"]["max_queue_wait_s"] == 2.0 and error["limits"]["predicted_answer_s"] > 2.0
+        answered = codes.count(200) + [r.status_code for r in ahead].count(200)
+        assert metric_value(s.metrics(), "srserve_decode_seconds_count") - decodes == answered
+
+        t0 = time.monotonic()
+        again = post(s.url, large, model="slow", scale=2)  # at once, ignoring Retry-After: held first
+        assert time.monotonic() - t0 >= float(on_size.headers["retry-after"]) * 0.5
+        assert again.status_code in (200, 503)
