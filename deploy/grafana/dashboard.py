@@ -191,6 +191,21 @@ def overview(y: int) -> list[dict[str, Any]]:
             ],
             (16, y + 32, 8, 8),
         ),
+        panel(
+            "Real against predicted time to answer",
+            "Each answered request's real time from admission to answer over what admission predicted. "
+            "Near 1: refusals are judged on the truth. Above 1: what is admitted comes late; below: "
+            "load is refused that could have been served.",
+            [
+                (
+                    f"histogram_quantile({q}, sum by (le) (rate(srserve_answer_prediction_ratio_bucket{{{I}}}[{R}])))",
+                    f"p{int(q * 100)}",
+                )
+                for q in (0.05, 0.5, 0.95)
+            ],
+            (0, y + 40, 24, 8),
+            "short",
+        ),
     ]
 
 
@@ -256,7 +271,7 @@ def dashboard() -> dict[str, Any]:
         }
     ]
     panels += overview(1)
-    panels += replica_row(41)
+    panels += replica_row(49)
     for i, p in enumerate(panels, start=1):
         p["id"] = i
     return {
