@@ -16,6 +16,12 @@ A request is refused (503) when it would not be answered within
   measured on every answer and predicted as a fixed part plus a part per output
   pixel: added, never multiplied.
 
+A refusal at normal priority is also a promise: its ``Retry-After`` tells the
+client when there will be room, and a client that honours it comes back then.
+Until then (and :data:`PROMISE_GRACE_S` after) its work counts ahead of every
+lower priority, so that low-priority work (batch jobs, and clients demoted for
+resending early: :mod:`.retries`) does not take the room promised to it.
+
 :class:`WaitPredictor` is plain state with no lock and no clock of its own: the engine
 calls it under its lock with its clock's times, so tests drive it with hand-made ones.
 """
@@ -42,6 +48,10 @@ QUEUE_QUANTILE = 75
 FACTOR_RANGE = (0.5, 2.0)
 #: How many recent answers each estimate is taken over.
 WINDOW = 64
+#: A refused request's promised return counts ahead of lower priorities until this long after its Retry-After.
+PROMISE_GRACE_S = 1.0
+#: Promises remembered per rank (a bound on memory under overload; the oldest are dropped first).
+MAX_PROMISES = 1024
 
 
 class Priority(StrEnum):
@@ -120,6 +130,10 @@ class WaitPredictor:
         self._post_fixed_s = 0.0
         self._post_per_pixel_s = 0.0
         self._calibration: dict[tuple, tuple[float, float]] = {}  # route key -> running (measured, predicted) s
+        # Per rank: (due, seconds) of refused requests told to come back at ``due``; and their running sum.
+        self._promised: list[deque[tuple[float, float]]] = [deque() for _ in Priority]
+        self._promised_s = [0.0 for _ in Priority]
+        self._typical_s = [0.0 for _ in Priority]  # running mean of admitted requests' own seconds
 
     @property
     def long_queue_s(self) -> float:
@@ -146,7 +160,42 @@ class WaitPredictor:
     def ahead(self, rank: int, now: float) -> float:
         """Calibrated seconds of work ahead of a request at ``rank`` (before the queue factor)."""
         queued = sum(self._queued_s[: rank + 1]) + sum(self._reserved_s[: rank + 1])
-        return queued + max(0.0, self._busy_until - now)
+        return queued + max(0.0, self._busy_until - now) + self.promised(rank, now)
+
+    # -- promises: refused requests told when to come back ---------------------
+    def promised(self, rank: int, now: float) -> float:
+        """Seconds of work promised a return to requests of higher priority than ``rank``."""
+        total = 0.0
+        for r in range(rank):
+            self._expire(r, now)
+            total += self._promised_s[r]
+        return total
+
+    def promise(self, rank: int, own_s: float | None, retry_after_s: float, now: float) -> None:
+        """A request at ``rank`` was refused with ``Retry-After: retry_after_s`` (its own seconds, if known)."""
+        if rank + 1 >= len(Priority):
+            return  # nothing ranks below it
+        seconds = self._typical_s[rank] if own_s is None else own_s
+        promised = self._promised[rank]
+        promised.append((now + math.ceil(retry_after_s), seconds))
+        self._promised_s[rank] += seconds
+        if len(promised) > MAX_PROMISES:
+            self._promised_s[rank] -= promised.popleft()[1]
+
+    def _expire(self, rank: int, now: float) -> None:
+        promised = self._promised[rank]
+        while promised and promised[0][0] + PROMISE_GRACE_S < now:
+            self._promised_s[rank] -= promised.popleft()[1]
+        if not promised:
+            self._promised_s[rank] = 0.0  # no drift from rounding
+
+    def _kept(self, rank: int, own_s: float, now: float) -> None:
+        """A request at ``rank`` was admitted: the oldest promise due by now is taken as kept by it."""
+        self._typical_s[rank] = own_s if not self._typical_s[rank] else 0.9 * self._typical_s[rank] + 0.1 * own_s
+        self._expire(rank, now)
+        promised = self._promised[rank]
+        if promised and promised[0][0] <= now + PROMISE_GRACE_S:
+            self._promised_s[rank] -= promised.popleft()[1]
 
     @property
     def idle(self) -> bool:
@@ -170,19 +219,22 @@ class WaitPredictor:
         Judged on when its answer would be ready, so that what is admitted is
         answered within the limit; a large request counts at most half the limit
         of its own compute, or it would only ever get into an empty queue. Any
-        request is admitted into an empty queue.
+        request is admitted into an empty queue (one with no room promised to higher priorities).
         """
         p, limit = self.predict(rank, own_s, out_pixels, now), self.max_wait_s
         judged = p.factor * (p.ahead_s + min(own_s, limit / 2)) + p.post_s
-        if not queue_empty and judged > limit:
+        if not (queue_empty and not self.promised(rank, now)) and judged > limit:
             wait = p.factor * p.ahead_s
+            retry_after = max(self.min_retry_after_s, judged - limit)
+            self.promise(rank, own_s, retry_after, now)
             raise QueueFull(
                 f"it would be answered in {judged:.1f} s ({wait:.1f} s of work ahead, {judged - wait:.1f} s "
                 f"of its own), over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
                 reason="queue_wait",
-                retry_after=max(self.min_retry_after_s, judged - limit),
+                retry_after=retry_after,
                 predicted_s=judged,
             )
+        self._kept(rank, own_s, now)
         return p
 
     def queued(self, rank: int, seconds: float) -> None:

@@ -140,16 +140,20 @@ class Engine:
 
         Cheap (no plan, no image): under overload most refusals are made here, before an upload is read.
         """
+        rank, limit = priority.rank, self.max_queue_wait_s
         with self._lock:
-            wait = self._waits.wait(priority.rank, self.clock())
-        limit = self.max_queue_wait_s
-        if self._queued and wait > limit:
-            raise QueueFull(
-                f"it would wait {wait:.1f} s before its turn, over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
-                reason="queue_wait",
-                retry_after=max(self._waits.min_retry_after_s, wait - limit),
-                predicted_s=wait,
-            )
+            now = self.clock()
+            wait = self._waits.wait(rank, now)
+            if wait <= limit or not (self._queued or self._waits.promised(rank, now)):
+                return
+            retry_after = max(self._waits.min_retry_after_s, wait - limit)
+            self._waits.promise(rank, None, retry_after, now)
+        raise QueueFull(
+            f"it would wait {wait:.1f} s before its turn, over SR_MAX_QUEUE_WAIT_S = {limit:g} s",
+            reason="queue_wait",
+            retry_after=retry_after,
+            predicted_s=wait,
+        )
 
     def predict(self, route: Route, height: int, width: int, priority: Priority = Priority.NORMAL) -> Prediction:
         """What admission would expect now of an image of ``height`` x ``width`` through ``route``."""

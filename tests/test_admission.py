@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from srserve.service.admission import Priority, QueueFull, WaitPredictor
+from srserve.service.admission import PROMISE_GRACE_S, Priority, QueueFull, WaitPredictor
 
 NORMAL, LOW = Priority.NORMAL.rank, Priority.LOW.rank
 
@@ -76,3 +78,36 @@ def test_a_client_that_resends_early_is_demoted_for_a_while() -> None:
     assert ledger.early(1, now=0.1, client=7) is not None
     assert ledger.demoted(7, now=1.0) and not ledger.demoted(8, now=1.0)
     assert not ledger.demoted(7, now=PENALTY_S + 0.2)  # forgiven after the penalty
+
+
+def test_a_refused_request_keeps_its_promised_room_from_lower_priorities() -> None:
+    """Normal work refused with Retry-After 1 s will come back then: until that (and the grace after),
+    low-priority work is judged behind it, even into an empty queue; the normal request that comes
+    back takes its promise, and an unkept promise lapses."""
+    waits = WaitPredictor(max_wait_s=1.0, min_retry_after_s=1.0)
+    waits.queued(NORMAL, 0.9)
+    with pytest.raises(QueueFull) as refused:
+        waits.admit(NORMAL, 0.8, 0, 0.0, queue_empty=False)
+    assert math.ceil(refused.value.retry_after) == 1
+    waits.started([(NORMAL, 0.9)], 0.0, queue_empty=True)
+    waits.finished(0.9, 0.9)
+    assert waits.idle and waits.ahead(NORMAL, 0.9) == 0.0
+    assert waits.promised(LOW, 0.9) == pytest.approx(0.8)  # its own 0.8 s, promised at t = 1
+    with pytest.raises(QueueFull):
+        waits.admit(LOW, 0.6, 0, 0.9, queue_empty=True)
+    waits.admit(NORMAL, 0.8, 0, 1.0, queue_empty=True)  # it came back
+    assert waits.promised(LOW, 1.0) == 0.0
+
+    # Refused at the gate (Engine.check_wait), its size unknown: the typical admitted request's counts.
+    waits.promise(NORMAL, None, 2.0, 1.0)
+    assert waits.promised(LOW, 3.5) == pytest.approx(0.8)
+    assert waits.promised(LOW, 3.0 + PROMISE_GRACE_S + 0.01) == 0.0  # never came back: it lapses
+    waits.admit(LOW, 0.6, 0, 3.0 + PROMISE_GRACE_S + 0.01, queue_empty=True)
+
+
+def test_refusals_of_the_lowest_priority_promise_nothing() -> None:
+    waits = WaitPredictor(max_wait_s=1.0)
+    waits.queued(LOW, 2.0)
+    with pytest.raises(QueueFull):
+        waits.admit(LOW, 0.5, 0, 0.0, queue_empty=False)
+    assert all(waits.promised(rank, 0.0) == 0.0 for rank in (NORMAL, LOW))
