@@ -32,6 +32,7 @@ from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory, Job, Launc
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
 from srserve.service.planner import Plan
+from srserve.service.priority import lower_this_thread
 from srserve.service.routing import Route
 from srserve.service.windows import new_output, place, plan_windows, stack_windows
 
@@ -63,8 +64,10 @@ class Engine:
         max_queue_wait_s: float = math.inf,
         min_retry_after_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        thread_nice: int = 0,
     ) -> None:
         self.clock = clock
+        self.thread_nice = thread_nice  # the worker yields the cores to the event loop (see priority)
         self.pool = pool
         self.metrics = metrics
         self.max_batch_tiles = max_batch_tiles
@@ -353,6 +356,7 @@ class Engine:
             torch.cuda.synchronize(self.pool.device)
 
     def _run(self) -> None:
+        lower_this_thread(self.thread_nice)
         inflight: Launched | None = None  # on the device while the next batch is prepared (CUDA)
         while True:
             batch = collect_batch(

@@ -13,6 +13,7 @@ from srserve.models.device import resolve_device
 from srserve.service.engine import Engine
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
+from srserve.service.priority import lower_this_thread
 from srserve.service.retries import RetryLedger
 from srserve.service.settings import Settings
 from srserve.service.warmup import warm
@@ -50,14 +51,21 @@ class Runtime:
             max_queue_tiles=settings.max_queue_tiles,
             max_queue_wait_s=settings.max_queue_wait_s,
             min_retry_after_s=settings.retry_after_s,
+            thread_nice=settings.worker_nice,
         )
         self.retries = RetryLedger()  # refused uploads, so that early resends are held (see retries)
-        self.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="srserve-io")
+        self.io = ThreadPoolExecutor(
+            settings.io_threads,
+            thread_name_prefix="srserve-io",
+            initializer=lower_this_thread,
+            initargs=(settings.worker_nice,),
+        )
         self.phase = Phase.STARTING
         self.error: str | None = None
 
     def load(self) -> None:
         """Load and warm every model, start the worker, then report ready (runs in a thread)."""
+        lower_this_thread(self.settings.worker_nice)  # measuring the models must not hold up /healthz
         try:
             self.pool.load()
             if self.settings.warmup:

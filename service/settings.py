@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     io_threads: int = Field(
         default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, description="threads that decode and encode images"
     )
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="nice added to compute and codec threads so the event loop answers first"
+    )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1 fast, 9 small)")
     warmup: bool = True
     drain_seconds: float = Field(2.0, ge=0, description="after SIGTERM, /readyz says 503 this long before closing")
