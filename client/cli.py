@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         parser.error(str(e))
     if not found:
-        parser.error("the inputs hold no images (.png .jpg .jpeg .webp .bmp .tif .tiff)")
+        parser.error("the inputs hold no images (.png .jpg .jpeg .webp .bmp .tif .tiff .heic .heif .avif)")
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         parser.error(f"--out {display(out_dir)} is not a folder")

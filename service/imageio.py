@@ -8,23 +8,35 @@ EXIF orientation is applied and the ICC profile carried to the output.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from srserve.service import fast_codecs
+from srserve.service.fast_codecs import Codecs
 from srserve.service.pixels import resize_plane
 
 OutputFormat = Literal["png", "jpeg", "webp"]
-INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")  # HEIF: HEIC phone photos
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 ORIENTATION = 0x0112  # the EXIF tag
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+@functools.cache
+def register_plugins() -> None:
+    """HEIC/HEIF through pillow-heif (Pillow reads AVIF itself); once, when the first image is opened."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 class ImageError(ValueError):
@@ -67,20 +79,13 @@ class Decoded:
         return 65535 if self.pixels.dtype == np.uint16 else 255
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    if not data:
-        raise ImageError("the upload is empty; send an image file", reason="empty")
+@contextlib.contextmanager
+def _image_errors() -> Iterator[None]:
+    """Pillow's exceptions on opening or loading, as client-facing :class:`ImageError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
-            w, h = image.size
-            if w * h > max_pixels:
-                raise ImageError(
-                    f"input is {w}x{h} = {w * h} pixels; the limit is {max_pixels} input pixels",
-                    reason="input_pixels",
-                )
-            image.load()
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -91,30 +96,70 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         ) from None
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
         raise ImageError(f"the image data is corrupt or truncated: {e}", reason="bad_image") from None
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """The upload opened (its header read), its size checked; the pixels are not decoded yet."""
+    if not data:
+        raise ImageError("the upload is empty; send an image file", reason="empty")
+    register_plugins()
+    with _image_errors():
+        image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
+        w, h = image.size
+        if w * h > max_pixels:
+            raise ImageError(
+                f"input is {w}x{h} = {w * h} pixels; the limit is {max_pixels} input pixels",
+                reason="input_pixels",
+            )
     return image
+
+
+def orientation(image: Image.Image, data: bytes) -> int | None:
+    """The EXIF orientation (1-8) from the header; None when only decoding would tell.
+
+    Pillow's PNG ``getexif`` decodes the whole image when the ``eXIf`` chunk is not in
+    the header (it may follow the pixels), so a PNG with one there is left unknown.
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return None if b"eXIf" in data else 1
+    value = image.getexif().get(ORIENTATION, 1)
+    return value if value in range(1, 9) else 1
 
 
 def peek_size(data: bytes, *, max_pixels: int) -> tuple[int, int] | None:
     """(H, W) as decoded (EXIF rotation applied) from the header alone, in microseconds; None when unknown.
 
-    For admission before the decode: anything odd is left for :func:`decode` to report.
+    For admission before the decode (on the event loop): anything odd is left for :func:`decode` to report.
     """
+    register_plugins()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
             w, h = image.size
-            turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+            turn = orientation(image, data)
     except Exception:
         return None
-    if w * h > max_pixels or w < 1 or h < 1:
+    if turn is None or w * h > max_pixels or w < 1 or h < 1:
         return None
-    return (w, h) if turned else (h, w)
+    return (w, h) if turn in (5, 6, 7, 8) else (h, w)
 
 
-def decode(data: bytes, *, max_pixels: int) -> Decoded:
-    """Decode an upload; raises :class:`ImageError` with a client-facing message."""
+def decode(data: bytes, *, max_pixels: int, codecs: Codecs | None = None) -> Decoded:
+    """Decode an upload; raises :class:`ImageError` with a client-facing message.
+
+    With ``codecs``, PNG and JPEG go through the fast decoders where the result is
+    the one Pillow gives (see :func:`_fast_mode`); everything else, and a fast decode
+    that raises (counted), through Pillow.
+    """
     image = _open(data, max_pixels)
+    if codecs is not None and codecs.fast and (mode := _fast_mode(image, data)) is not None:
+        try:
+            return _decode_fast(image, data, mode)
+        except Exception:  # a broken file, or one the fast decoder reads otherwise: Pillow decides
+            codecs.on_fallback(f"{image.format.lower()}_decode")
+    with _image_errors():
+        image.load()
     try:
         return _convert(image)
     except ImageError:
@@ -124,6 +169,50 @@ def decode(data: bytes, *, max_pixels: int) -> Decoded:
         raise ImageError(
             f"the image opened but could not be converted to pixels ({image.mode}): {e}", reason="bad_image"
         ) from None
+
+
+#: PNG (bit depth, colour type) the fast decoder reads as Pillow does, and Pillow's mode for them.
+PNG_FAST_MODES = {(8, 0): "L", (8, 2): "RGB", (8, 4): "LA", (8, 6): "RGBA", (16, 0): "I;16"}
+CHANNELS = {"L": 1, "I;16": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+def _fast_mode(image: Image.Image, data: bytes) -> str | None:
+    """Pillow's mode for an upload the fast decoders read to the same pixels; None for the rest.
+
+    Left to Pillow: palettes, transparency keys, bit depths below 8 and 16-bit colour
+    (Pillow reduces those), animations, CMYK JPEG, and a PNG whose orientation is not in its header.
+    """
+    if image.format == "JPEG" and image.mode in ("RGB", "L"):
+        return image.mode
+    if image.format != "PNG" or "transparency" in image.info or getattr(image, "is_animated", False):
+        return None
+    mode = PNG_FAST_MODES.get((data[24], data[25])) if len(data) > 25 else None
+    return mode if mode == image.mode and orientation(image, data) is not None else None
+
+
+def _decode_fast(image: Image.Image, data: bytes, mode: str) -> Decoded:
+    arr = fast_codecs.png_decode(data) if image.format == "PNG" else fast_codecs.jpeg_decode(data)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    want = (image.height, image.width) + ((CHANNELS[mode],) if CHANNELS[mode] > 1 else ())
+    if arr.shape != want or arr.dtype != (np.uint16 if mode == "I;16" else np.uint8):
+        raise ValueError(f"the fast decoder gave {arr.shape} {arr.dtype}, Pillow {want} {mode}")
+    turn = orientation(image, data) or 1
+    return _from_array(oriented(arr, turn), mode, image.info.get("icc_profile"), image.format)
+
+
+def oriented(arr: np.ndarray, turn: int) -> np.ndarray:
+    """``ImageOps.exif_transpose`` on an ``(H, W[, C])`` array: EXIF orientation ``turn`` undone."""
+    transposes = {
+        2: lambda a: a[:, ::-1],  # FLIP_LEFT_RIGHT
+        3: lambda a: a[::-1, ::-1],  # ROTATE_180
+        4: lambda a: a[::-1],  # FLIP_TOP_BOTTOM
+        5: lambda a: a.swapaxes(0, 1),  # TRANSPOSE
+        6: lambda a: np.rot90(a, -1),  # ROTATE_270 (counter-clockwise), a quarter turn clockwise
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],  # TRANSVERSE
+        8: lambda a: np.rot90(a, 1),  # ROTATE_90
+    }
+    return np.ascontiguousarray(transposes[turn](arr)) if turn in transposes else arr
 
 
 def _convert(image: Image.Image) -> Decoded:
@@ -150,27 +239,26 @@ def _convert(image: Image.Image) -> Decoded:
         image = image.convert("RGB")
     elif mode == "F":
         raise ImageError("32-bit float images are not supported; send 8-bit or 16-bit", reason="bad_mode")
-    mode = image.mode
+    if image.mode not in (*SIXTEEN_BIT_MODES, "L", "LA", "RGBA", "RGB"):
+        image = image.convert("RGB")
+    return _from_array(np.asarray(image), image.mode, icc, source_format)
 
+
+def _from_array(arr: np.ndarray, mode: str, icc: bytes | None, source_format: str) -> Decoded:
+    """The model's view of decoded pixels of a Pillow ``mode`` (grey to 3 channels, alpha apart)."""
     if mode in SIXTEEN_BIT_MODES:
-        arr = np.asarray(image)
         if arr.dtype != np.uint16:
             if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
                 raise ImageError("32-bit integer images are not supported; send 8-bit or 16-bit", reason="bad_mode")
             arr = arr.astype(np.uint16)
         return Decoded(np.repeat(arr[..., None], 3, axis=2), None, True, icc, source_format)
     if mode == "L":
-        arr = np.asarray(image)
         return Decoded(np.repeat(arr[..., None], 3, axis=2), None, True, icc, source_format)
     if mode == "LA":
-        arr = np.asarray(image)
         return Decoded(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), True, icc, source_format)
     if mode == "RGBA":
-        arr = np.asarray(image)
         return Decoded(np.ascontiguousarray(arr[..., :3]), arr[..., 3].copy(), False, icc, source_format)
-    if mode != "RGB":
-        image = image.convert("RGB")
-    return Decoded(np.asarray(image), None, False, icc, source_format)
+    return Decoded(arr, None, False, icc, source_format)
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
@@ -189,6 +277,7 @@ def encode(
     quality: int,
     icc_profile: bytes | None,
     png_compress_level: int = 1,
+    codecs: Codecs | None = None,
 ) -> bytes:
     """Encode the upscaled pixels (+ alpha) to ``fmt``, in memory (see :func:`encode_into`)."""
     out = io.BytesIO()
@@ -201,6 +290,7 @@ def encode(
         quality=quality,
         icc_profile=icc_profile,
         png_compress_level=png_compress_level,
+        codecs=codecs,
     )
     return out.getvalue()
 
@@ -215,13 +305,16 @@ def encode_into(
     quality: int,
     icc_profile: bytes | None,
     png_compress_level: int = 1,
+    codecs: Codecs | None = None,
 ) -> None:
     """Encode the upscaled pixels (+ alpha) to ``fmt``, written to ``out``.
 
     PNG defaults to zlib level 1: on a GPU server encoding is the CPU's largest
     share of a request, and level 6 costs about twice the time for ~10% smaller files.
+    With ``codecs``, PNG and JPEG go through the fast encoders (see ``fast_codecs``),
+    Pillow taking over when one raises; WebP, and everything without ``codecs``, through Pillow.
     ``pixels`` may already be a Pillow RGB image (8-bit colour, no alpha), which is
-    written as it is; an array is let go as soon as Pillow holds its own copy:
+    written as it is; an array is let go as soon as the encoder holds its own copy:
     when the caller passed the last reference, a large output is not held twice.
     """
     if isinstance(pixels, Image.Image):
@@ -240,20 +333,31 @@ def encode_into(
         sixteen = False
     if grey:
         plane = _grey(pixels)
-        if sixteen:
-            image = Image.fromarray(plane.astype(np.uint16))  # mode I;16
-        elif alpha is not None:
-            image = Image.fromarray(np.dstack([plane, alpha]), "LA")
-        else:
-            image = Image.fromarray(plane, "L")
+        array, mode = (np.dstack([plane, alpha]), "LA") if alpha is not None else (plane, "I;16" if sixteen else "L")
     elif alpha is not None:
-        image = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
+        array, mode = np.dstack([pixels, alpha]), "RGBA"
     else:
-        image = Image.fromarray(pixels, "RGB")
-    del pixels, alpha  # Pillow has its own copy now
+        array, mode = pixels, "RGB"
+    del pixels, alpha  # the encoder holds its own copy from here
+    if codecs is not None and codecs.fast and fmt != "webp":
+        try:
+            out.write(_encode_fast(array, fmt, quality, icc_profile, png_compress_level, codecs))
+            return
+        except Exception:  # nothing is written before the encoder returns: Pillow starts afresh
+            codecs.on_fallback(f"{fmt}_encode")
+    image = Image.fromarray(array) if mode == "I;16" else Image.fromarray(array, mode)
+    del array
     if fmt == "webp" and image.mode in ("L", "LA"):
         image = image.convert("RGBA" if image.mode == "LA" else "RGB")
     _save(out, image, fmt=fmt, quality=quality, icc_profile=icc_profile, png_compress_level=png_compress_level)
+
+
+def _encode_fast(
+    array: np.ndarray, fmt: OutputFormat, quality: int, icc: bytes | None, level: int, codecs: Codecs
+) -> bytes:
+    if fmt == "jpeg":
+        return fast_codecs.jpeg_encode(array, quality=quality, icc_profile=icc)
+    return fast_codecs.png_encode(array, level=level, icc_profile=icc, fpng=codecs.fpng_for(array, level))
 
 
 def _save(
@@ -288,6 +392,7 @@ def encode_result_into(
     fmt: OutputFormat,
     quality: int,
     png_compress_level: int = 1,
+    codecs: Codecs | None = None,
 ) -> None:
     """The output file of ``image`` upscaled to ``out_size`` (H, W): the model's ``pixels``, the source's
     alpha plane upscaled on its own, and the source's ICC profile. ``pixels`` is let go early (see ``encode_into``)."""
@@ -301,4 +406,5 @@ def encode_result_into(
         quality=quality,
         icc_profile=image.icc_profile,
         png_compress_level=png_compress_level,
+        codecs=codecs,
     )

@@ -92,6 +92,12 @@ class Metrics:
         self.encode = Histogram(
             "srserve_encode_seconds", "Image encoding", ["format"], buckets=STEP_BUCKETS, registry=r
         )
+        self.codec_fallbacks = Counter(
+            "srserve_codec_fallbacks",
+            "Fast decodes and encodes that raised and were redone by Pillow, by operation",
+            ["op"],
+            registry=r,
+        )
         self.queued_tiles = Gauge("srserve_queued_tiles", "Tiles waiting for a batch", registry=r)
         self.queue_capacity = Gauge(
             "srserve_queue_capacity_tiles", "Queued tiles beyond which requests get 503", registry=r

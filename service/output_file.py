@@ -11,6 +11,7 @@ from fastapi import Response
 from fastapi.responses import StreamingResponse
 from PIL import Image
 
+from srserve.service.fast_codecs import Codecs
 from srserve.service.imageio import Decoded, OutputFormat, encode_result_into
 
 #: Encoded outputs up to this size stay in memory and go out in one piece; larger ones spill to disk.
@@ -26,6 +27,7 @@ def finish(
     fmt: OutputFormat,
     quality: int,
     png_level: int,
+    codecs: Codecs | None = None,
 ) -> tempfile.SpooledTemporaryFile:
     """Encode the output taken out of ``owned`` into a file that spills to disk past ``SPOOL_BYTES``.
 
@@ -43,6 +45,7 @@ def finish(
             fmt=fmt,
             quality=quality,
             png_compress_level=png_level,
+            codecs=codecs,
         )
     except BaseException:
         out.close()

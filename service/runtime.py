@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from srserve.models.device import resolve_device
 from srserve.service.engine import Engine
+from srserve.service.fast_codecs import Codecs
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
 from srserve.service.priority import lower_this_thread
@@ -53,6 +54,11 @@ class Runtime:
             min_retry_after_s=settings.retry_after_s,
             thread_nice=settings.worker_nice,
         )
+        self.codecs = Codecs(
+            png_encoder=settings.png_encoder,
+            io_threads=settings.io_threads,
+            on_fallback=lambda op: self.metrics.codec_fallbacks.labels(op).inc(),
+        )
         self.retries = RetryLedger()  # refused uploads, so that early resends are held (see retries)
         self.io = ThreadPoolExecutor(
             settings.io_threads,
@@ -72,7 +78,7 @@ class Runtime:
                 self.engine.warm_up()
             self.engine.start()
             if self.settings.warmup:  # before ready: the first requests are as fast as the rest
-                warm(self.engine, self.io, self.settings.io_threads, self.settings.png_compress_level)
+                warm(self.engine, self.io, self.settings.io_threads, self.settings.png_compress_level, self.codecs)
         except Exception as e:
             self.phase, self.error = Phase.FAILED, f"{type(e).__name__}: {e}"
             log.exception("start-up failed")

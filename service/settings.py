@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from srserve.models import MODELS
 from srserve.models.catalog import DEFAULT_WEIGHTS_DIR
+from srserve.service.fast_codecs import PngEncoder
 
 
 class Settings(BaseSettings):
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
         10, ge=0, le=19, description="nice added to compute and codec threads so the event loop answers first"
     )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1 fast, 9 small)")
+    png_encoder: PngEncoder = Field(
+        "auto",
+        description="auto: fpng for small 8-bit RGB(A) outputs on hosts of few I/O threads, else libpng;"
+        " fpng, zlib (libpng) or pillow to force one (pillow: every codec through Pillow)",
+    )
     warmup: bool = True
     drain_seconds: float = Field(2.0, ge=0, description="after SIGTERM, /readyz says 503 this long before closing")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from srserve.service.engine import Engine
-from srserve.service.imageio import OUTPUT_FORMATS, decode
+from srserve.service.fast_codecs import Codecs
+from srserve.service.imageio import OUTPUT_FORMATS, decode, register_plugins
 from srserve.service.output_file import finish
 from srserve.service.routing import RequestError, default_scale, resolve
 
@@ -40,7 +41,10 @@ def samples() -> list[bytes]:
         (Image.fromarray(rgb), "WEBP"),
         (Image.fromarray(rgb), "BMP"),
         (Image.fromarray(rgb), "TIFF"),
+        (Image.fromarray(rgb), "AVIF"),
+        (Image.fromarray(rgb), "HEIF"),
     ]
+    register_plugins()  # pillow-heif's writer, for the HEIF sample
     out = []
     for image, fmt in images:
         buffer = io.BytesIO()
@@ -49,20 +53,20 @@ def samples() -> list[bytes]:
     return out
 
 
-def warm_codecs(pool: ThreadPoolExecutor, threads: int, png_level: int) -> None:
-    """Every I/O thread decodes each sample and encodes it to every output format."""
+def warm_codecs(pool: ThreadPoolExecutor, threads: int, png_level: int, codecs: Codecs) -> None:
+    """Every I/O thread decodes each sample and encodes it to every output format, as requests will."""
     uploads = samples()
     together = threading.Barrier(threads)  # each thread takes one share: all of them get warmed
 
     def one() -> None:
         together.wait(timeout=30)
         for data in uploads:
-            image = decode(data, max_pixels=SIDE * SIDE)
+            image = decode(data, max_pixels=SIDE * SIDE, codecs=codecs)
             for fmt in OUTPUT_FORMATS:
                 if fmt == "jpeg" and image.alpha is not None:
                     continue
                 size = (image.height, image.width)
-                finish(image, [image.pixels], size, fmt=fmt, quality=90, png_level=png_level).close()
+                finish(image, [image.pixels], size, fmt=fmt, quality=90, png_level=png_level, codecs=codecs).close()
 
     for future in [pool.submit(one) for _ in range(threads)]:
         future.result()
@@ -83,10 +87,10 @@ async def _warm_models(engine: Engine) -> None:
                 await job.future
 
 
-def warm(engine: Engine, io_pool: ThreadPoolExecutor, io_threads: int, png_level: int) -> float:
+def warm(engine: Engine, io_pool: ThreadPoolExecutor, io_threads: int, png_level: int, codecs: Codecs) -> float:
     """Warm the codecs in every I/O thread and every model's path through the running engine; seconds taken."""
     started = time.monotonic()
-    warm_codecs(io_pool, io_threads, png_level)
+    warm_codecs(io_pool, io_threads, png_level, codecs)
     asyncio.run(_warm_models(engine))
     seconds = time.monotonic() - started
     log.info("warmed codecs and %d models in %.2f s", len(engine.pool.names), seconds)

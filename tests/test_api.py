@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from srserve.models.weights import read_card
+from srserve.service.imageio import register_plugins
 from srserve.service.model_pool import ModelPool
 from srserve.service.routing import resolve
 from tests import imagegen
@@ -220,6 +221,23 @@ def test_cmyk_bmp_tiff_webp_inputs(client: TestClient) -> None:
     assert opened(upload(client, cmyk, scale=2)).mode == "RGB"
     for fmt in ("BMP", "TIFF", "WEBP"):
         assert opened(upload(client, imagegen.encode(imagegen.rgb(), fmt), scale=2)).size == (48, 40)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_uploads(client: TestClient, fmt: str) -> None:
+    register_plugins()  # for pillow-heif's writer, here
+    data = imagegen.encode(imagegen.rgb(), fmt, quality=90)
+    assert opened(upload(client, data, scale=2)).size == (48, 40)
+    assert_error(upload(client, data[: len(data) // 2], scale=2), 422, "bad_image")
+
+
+def test_a_fast_decode_that_fails_is_redone_by_pillow_and_counted(client: TestClient) -> None:
+    before = metric_value(client.get("/metrics").text, "srserve_codec_fallbacks_total", {"op": "png_decode"})
+    broken = png(imagegen.rgb(40, 40))[:-60]  # a whole header, broken pixels: Pillow gives the answer
+    error = assert_error(upload(client, broken, scale=2), 422, "bad_image")
+    assert "truncated" in error["message"]
+    after = metric_value(client.get("/metrics").text, "srserve_codec_fallbacks_total", {"op": "png_decode"})
+    assert after == before + 1
 
 
 def test_exif_orientation_and_icc_profile(client: TestClient) -> None:

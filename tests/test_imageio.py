@@ -127,3 +127,45 @@ def test_a_failure_while_converting_an_opened_image_is_a_client_error(monkeypatc
     with pytest.raises(ImageError) as e:
         decode(buf.getvalue(), max_pixels=10_000)
     assert e.value.status == 422 and e.value.reason == "bad_image" and "converted" in str(e.value)
+
+
+def heif_and_avif(image: Image.Image, fmt: str, **options: object) -> bytes:
+    from srserve.service.imageio import register_plugins
+
+    register_plugins()  # pillow-heif's HEIF writer; Pillow writes AVIF itself
+    return imagegen.encode(image, fmt, quality=-1 if fmt == "HEIF" else 100, **options)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_and_web_formats_with_orientation_and_icc(fmt: str) -> None:
+    """HEIC phone photos and AVIF: decoded upright, the ICC profile carried.
+
+    AVIF keeps the EXIF orientation, turned here as for JPEG. HEIF rotates by its own
+    ``irot`` box, which pillow-heif applies while decoding and then reports orientation 1
+    (its writer drops the EXIF tag): upright either way, never turned twice.
+    """
+    src = imagegen.rgb(20, 32)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a quarter turn clockwise to view
+    icc = imagegen.srgb_profile()
+    d = decode(heif_and_avif(src, fmt, exif=exif, icc_profile=icc), max_pixels=BIG)
+    assert d.source_format == fmt and d.icc_profile == icc and not d.grey
+    turned = fmt == "AVIF"
+    upright = np.asarray(src.transpose(Image.Transpose.ROTATE_270) if turned else src).astype(int)
+    assert d.pixels.shape == upright.shape
+    error = np.abs(d.pixels.astype(int) - upright).mean()
+    assert error < 10  # lossy chroma (4:2:0) on a 20x32 image: close, not exact
+    if turned:
+        the_other_way = np.asarray(src.transpose(Image.Transpose.ROTATE_90)).astype(int)
+        assert error < np.abs(d.pixels.astype(int) - the_other_way).mean() / 3
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_and_web_formats_broken_or_too_large_get_a_clear_error(fmt: str) -> None:
+    data = heif_and_avif(imagegen.rgb(64, 64), fmt)
+    with pytest.raises(ImageError) as e:
+        decode(data[: len(data) // 2], max_pixels=BIG)
+    assert e.value.status == 422 and e.value.reason == "bad_image"
+    with pytest.raises(ImageError) as e:
+        decode(data, max_pixels=1000)
+    assert e.value.reason == "input_pixels"

@@ -199,6 +199,13 @@ def route_for(runtime: Runtime, size: tuple[int, int], params: UpscaleParams) ->
     return [*chain, route]
 
 
+def stitch_into_image(image: Decoded, params: UpscaleParams, runtime: Runtime) -> bool:
+    """Stitch the output into a Pillow image when Pillow will encode it (WebP, or every format with
+    ``SR_PNG_ENCODER=pillow``), so that it exists once; the fast encoders read the array itself."""
+    pillow_encodes = params.format == "webp" or not runtime.codecs.fast
+    return pillow_encodes and image.pixels.dtype == np.uint8 and image.alpha is None and not image.grey
+
+
 def check_alpha(image: Decoded, params: UpscaleParams) -> None:
     if image.alpha is not None and params.format == "jpeg":
         raise APIError(
@@ -290,7 +297,9 @@ async def decode_upload(runtime: Runtime, data: bytes) -> tuple[Decoded, float]:
     settings = runtime.settings
     t0 = time.monotonic()
     try:
-        image = await in_thread(runtime, partial(decode, data, max_pixels=settings.max_input_pixels))
+        image = await in_thread(
+            runtime, partial(decode, data, max_pixels=settings.max_input_pixels, codecs=runtime.codecs)
+        )
     except ImageError as e:
         limits = {"max_input_pixels": settings.max_input_pixels} if e.reason == "input_pixels" else None
         raise APIError(e.status, e.reason, str(e), field="image", limits=limits) from None
@@ -351,7 +360,7 @@ async def _decoded(
         arrived + settings.request_timeout_s,
         priority=params.priority,
         arrived=queued,
-        into_image=image.pixels.dtype == np.uint8 and image.alpha is None and not image.grey,
+        into_image=stitch_into_image(image, params, runtime),
         then=then,
         ticket=ticket,
     )
@@ -366,7 +375,13 @@ async def _decoded(
     owned = [pixels]
     del pixels
     t1 = time.monotonic()
-    encode = partial(finish, fmt=params.format, quality=params.quality, png_level=settings.png_compress_level)
+    encode = partial(
+        finish,
+        fmt=params.format,
+        quality=params.quality,
+        png_level=settings.png_compress_level,
+        codecs=runtime.codecs,
+    )
     body = await in_thread(runtime, encode, image, owned, route.out_size)
     encode_s = time.monotonic() - t1
     runtime.metrics.encode.labels(params.format).observe(encode_s)
