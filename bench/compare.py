@@ -138,6 +138,23 @@ def drive(target: Target, load: Load, concurrency: int, count: int, metrics_url:
     return out
 
 
+def stop_controls(srserve_pid: int, litserve_group: int) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
+    """(pause, resume) of each server, both paused now: the one not measured is stopped (SIGSTOP)."""
+    controls = {
+        "srserve": (
+            lambda: os.kill(srserve_pid, signal.SIGSTOP),
+            lambda: os.kill(srserve_pid, signal.SIGCONT),
+        ),
+        "litserve": (
+            lambda: os.killpg(litserve_group, signal.SIGSTOP),
+            lambda: os.killpg(litserve_group, signal.SIGCONT),
+        ),
+    }
+    for pause, _ in controls.values():
+        pause()
+    return controls
+
+
 @contextmanager
 def running(pause: Callable[[], None], resume: Callable[[], None]) -> Iterator[None]:
     resume()
@@ -164,15 +181,7 @@ def run_servers(args: argparse.Namespace, log_dir: Path, loads: list[Load]) -> d
             "srserve": (Target("srserve", srv.url, "/v1/upscale", params), f"{srv.url}/metrics"),
             "litserve": (lit, None),
         }
-        controls = {
-            "srserve": (
-                lambda: os.kill(srv.process.pid, signal.SIGSTOP),
-                lambda: os.kill(srv.process.pid, signal.SIGCONT),
-            ),
-            "litserve": (lambda: os.killpg(lit_group, signal.SIGSTOP), lambda: os.killpg(lit_group, signal.SIGCONT)),
-        }
-        for pause, _ in controls.values():
-            pause()
+        controls = stop_controls(srv.process.pid, lit_group)
         try:
             for round_ in range(args.rounds):
                 order = ("srserve", "litserve") if round_ % 2 == 0 else ("litserve", "srserve")

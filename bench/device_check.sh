@@ -9,7 +9,7 @@
 #     fastapi starlette uvicorn h11 anyio sniffio pydantic pydantic-core pydantic-settings \
 #     python-dotenv annotated-types typing-inspection typing-extensions python-multipart \
 #     httpx httpcore certifi idna safetensors tqdm pytest pluggy iniconfig packaging \
-#     python-json-logger fastapi-swagger setuptools
+#     python-json-logger fastapi-swagger setuptools imagecodecs fpng lazy-loader pillow-heif
 # The project itself is installed from this tree into the same target (its
 # folders import as srserve.*), built offline with the carried setuptools.
 # Results land in $OUT (cuda-tests.txt, bench-*.json, bench.txt, nvidia-smi.txt).
