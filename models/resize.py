@@ -21,6 +21,7 @@ ALIGN_CORNERS_MODES = frozenset({"bilinear", "bicubic"})
 #: Modes for which F.interpolate accepts ``antialias`` (it matters only when shrinking).
 ANTIALIAS_MODES = frozenset({"bilinear", "bicubic"})
 #: How many LR pixels each side an output pixel reads at an integer upscale factor.
+COPYING_MODES = frozenset({"nearest", "nearest-exact"})
 RESIZE_RADIUS = {"nearest": 0, "nearest-exact": 0, "area": 0, "bilinear": 1, "bicubic": 2}
 
 
@@ -57,6 +58,12 @@ class Interpolate(nn.Module):
         self.scale = float(scale)
         self.align_corners = align_corners
         self.antialias = antialias
+
+    @property
+    def copies_pixels(self) -> bool:
+        """Every output value is an input value (nearest): 8-bit pixels can be resized as they are,
+        with the same result as the float round trip and none of its cost."""
+        return self.mode in COPYING_MODES
 
     @property
     def receptive_radius(self) -> int:

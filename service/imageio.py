@@ -121,9 +121,26 @@ def orientation(image: Image.Image, data: bytes) -> int | None:
     the header (it may follow the pixels), so a PNG with one there is left unknown.
     """
     if image.format == "PNG" and "exif" not in image.info:
-        return None if b"eXIf" in data else 1
-    value = image.getexif().get(ORIENTATION, 1)
+        return None if png_has_chunk(data, b"eXIf") else 1
+    try:
+        value = image.getexif().get(ORIENTATION, 1)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError):  # a broken EXIF block: kept unrotated
+        return 1
     return value if value in range(1, 9) else 1
+
+
+def png_has_chunk(data: bytes, kind: bytes) -> bool:
+    """Whether a chunk of ``kind`` is in the PNG, from the chunk headers alone (not a scan of the data)."""
+    at = 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        found = data[at + 4 : at + 8]
+        if found == kind:
+            return True
+        if found == b"IEND":
+            return False
+        at += 12 + length
+    return False
 
 
 def peek_size(data: bytes, *, max_pixels: int) -> tuple[int, int] | None:
@@ -153,9 +170,10 @@ def decode(data: bytes, *, max_pixels: int, codecs: Codecs | None = None) -> Dec
     that raises (counted), through Pillow.
     """
     image = _open(data, max_pixels)
-    if codecs is not None and codecs.fast and (mode := _fast_mode(image, data)) is not None:
+    fast = codecs is not None and codecs.fast and (mode := _fast_mode(image, data)) is not None
+    if fast and (turn := orientation(image, data)) is not None:  # None: only Pillow's decode tells
         try:
-            return _decode_fast(image, data, mode)
+            return _decode_fast(image, data, mode, turn)
         except Exception:  # a broken file, or one the fast decoder reads otherwise: Pillow decides
             codecs.on_fallback(f"{image.format.lower()}_decode")
     with _image_errors():
@@ -180,24 +198,24 @@ def _fast_mode(image: Image.Image, data: bytes) -> str | None:
     """Pillow's mode for an upload the fast decoders read to the same pixels; None for the rest.
 
     Left to Pillow: palettes, transparency keys, bit depths below 8 and 16-bit colour
-    (Pillow reduces those), animations, CMYK JPEG, and a PNG whose orientation is not in its header.
+    (Pillow reduces those), animations and CMYK JPEG (and, in :func:`decode`, a PNG whose
+    orientation is not in its header).
     """
     if image.format == "JPEG" and image.mode in ("RGB", "L"):
         return image.mode
     if image.format != "PNG" or "transparency" in image.info or getattr(image, "is_animated", False):
         return None
     mode = PNG_FAST_MODES.get((data[24], data[25])) if len(data) > 25 else None
-    return mode if mode == image.mode and orientation(image, data) is not None else None
+    return mode if mode == image.mode else None
 
 
-def _decode_fast(image: Image.Image, data: bytes, mode: str) -> Decoded:
+def _decode_fast(image: Image.Image, data: bytes, mode: str, turn: int) -> Decoded:
     arr = fast_codecs.png_decode(data) if image.format == "PNG" else fast_codecs.jpeg_decode(data)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     want = (image.height, image.width) + ((CHANNELS[mode],) if CHANNELS[mode] > 1 else ())
     if arr.shape != want or arr.dtype != (np.uint16 if mode == "I;16" else np.uint8):
         raise ValueError(f"the fast decoder gave {arr.shape} {arr.dtype}, Pillow {want} {mode}")
-    turn = orientation(image, data) or 1
     return _from_array(oriented(arr, turn), mode, image.info.get("icc_profile"), image.format)
 
 

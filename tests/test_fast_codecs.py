@@ -42,6 +42,11 @@ def with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
     return data[:33] + fast_codecs.png_chunk(kind, body) + data[33:]
 
 
+def before_iend(data: bytes, kind: bytes, body: bytes) -> bytes:
+    """``data`` with one more chunk after the pixels, where only a full decode finds it."""
+    return data[:-12] + fast_codecs.png_chunk(kind, body) + data[-12:]
+
+
 def uploads() -> dict[str, bytes]:
     rgb, icc = imagegen.rgb(21, 34), imagegen.srgb_profile()
     cases = {
@@ -62,6 +67,10 @@ def uploads() -> dict[str, bytes]:
         "jpeg icc": imagegen.encode(rgb, "JPEG", icc_profile=icc),
         "jpeg cmyk": imagegen.encode(rgb.convert("CMYK"), "JPEG"),
     }
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    cases["png exif after the pixels"] = before_iend(imagegen.encode(rgb), b"eXIf", exif.tobytes())
+    cases["jpeg broken exif"] = imagegen.encode(rgb, "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
     for turn in range(1, 9):
         cases[f"jpeg orientation {turn}"] = imagegen.with_orientation(rgb, turn)
         cases[f"png orientation {turn}"] = png_with_exif(rgb, turn)
@@ -78,6 +87,7 @@ def same(a: Decoded, b: Decoded) -> None:
 
 #: Uploads the fast decoders must not take: Pillow converts them (palettes, keys, CMYK).
 LEFT_TO_PILLOW = {"png palette", "png rgb transparency key", "jpeg cmyk"}
+ORIENTATION_UNKNOWN = {"png exif after the pixels"}  # Pillow decodes it, and turns it
 
 
 @pytest.mark.parametrize(("name", "data"), list(uploads().items()))
@@ -87,6 +97,7 @@ def test_fast_decode_gives_the_pillow_pixels(name: str, data: bytes) -> None:
     assert recorder.ops == []  # nothing fell back
     with Image.open(io.BytesIO(data)) as opened:
         assert (imageio._fast_mode(opened, data) is None) == (name in LEFT_TO_PILLOW)
+        assert (imageio.orientation(opened, data) is None) == (name in ORIENTATION_UNKNOWN)
 
 
 def test_a_broken_upload_falls_back_to_pillow_counted_and_gets_its_error() -> None:
@@ -208,3 +219,8 @@ def test_peek_size_reads_the_header_alone() -> None:
     assert peek_size(broken_pixels, max_pixels=BIG) == (40, 30)
     turned = png_with_exif(imagegen.rgb(40, 30), 6)  # eXIf before IDAT (as Pillow writes it): no decode needed
     assert peek_size(turned, max_pixels=BIG) == (30, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    late = before_iend(data, b"eXIf", exif.tobytes())  # after the pixels: only decoding finds it
+    assert peek_size(late, max_pixels=BIG) is None  # so admission waits for the decode
+    assert decode(late, max_pixels=BIG, codecs=Codecs()).pixels.shape[:2] == (30, 40)  # Pillow's, turned

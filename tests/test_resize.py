@@ -84,3 +84,29 @@ def test_invalid_options_fail_with_allowed_values() -> None:
         Interpolate(mode="area", antialias=True)
     with pytest.raises(ValueError, match="positive"):
         Interpolate(mode="bilinear", scale=0)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize("size", [None, (37, 51), (9, 12)])  # x2, a non-integer enlargement, a shrink
+def test_nearest_on_8_bit_pixels_equals_the_float_round_trip(mode: str, size: tuple[int, int] | None) -> None:
+    import numpy as np
+
+    from srserve.models.imageops import from_float, to_float
+    from srserve.service.inference import predict
+
+    model = Interpolate(mode=mode, scale=2)
+    assert model.copies_pixels
+    windows = np.random.default_rng(0).integers(0, 256, (3, 17, 23, 3), dtype=np.uint8)
+    cpu = torch.device("cpu")
+    fast = predict(model, windows, device=cpu, size=size)
+    batch = to_float(torch.from_numpy(windows), 255.0)
+    with torch.inference_mode():
+        ref = from_float(model(batch, size) if size else model(batch), 255.0).to(torch.uint8).numpy()
+    assert fast.dtype == np.uint8 and np.array_equal(fast, ref)
+    sixteen = predict(model, windows.astype(np.uint16) * 257, device=cpu, size=size)  # the float path
+    assert sixteen.dtype == np.uint16 and np.array_equal(sixteen, ref.astype(np.uint16) * 257)
+
+
+def test_only_nearest_copies_pixels() -> None:
+    modes = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+    assert [m for m in modes if Interpolate(mode=m).copies_pixels] == ["nearest", "nearest-exact"]
