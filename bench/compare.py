@@ -218,7 +218,9 @@ def overload(args: argparse.Namespace, log_dir: Path, capacity: float, unloaded_
     with running_server(log_dir, {"SR_LOG_LEVEL": "warning"}) as s:
         target = Target("srserve", s.url, "/v1/upscale", {"model": args.model, "scale": args.scale})
         asyncio.run(closed_loop(target, bodies[:16], 16))  # warm-up
-        result = asyncio.run(open_loop(target, bodies, rate, args.overload_s))
+        # From 200 addresses, as from independent users: from one, the same bodies again within a second are
+        # early resends of refused uploads, which the server holds until their Retry-After (service/retries.py).
+        result = asyncio.run(open_loop(target, bodies, rate, args.overload_s, sources=200))
         limit = float(json.loads(httpx.get(f"{s.url}/v1/models").text)["limits"].get("max_queue_wait_s", "nan"))
     accepted, refused = result.of(200), result.of(503)
     others = {str(code): result.statuses.count(code) for code in set(result.statuses) - {200, 503}}
@@ -228,6 +230,7 @@ def overload(args: argparse.Namespace, log_dir: Path, capacity: float, unloaded_
         "accepted": len(accepted),
         "refused_503": len(refused),
         "other_statuses": others,
+        "transport_errors": sorted(set(result.errors)),
         "accepted_p50_ms": 1000 * percentile(accepted, 50),
         "accepted_p99_ms": 1000 * percentile(accepted, 99),
         "refusal_p99_ms": 1000 * percentile(refused, 99),
@@ -238,7 +241,7 @@ def overload(args: argparse.Namespace, log_dir: Path, capacity: float, unloaded_
     print(
         f"overload  {rate:.1f}/s offered: {out['accepted']} accepted (p50 {out['accepted_p50_ms']:.0f} ms, p99 "
         f"{out['accepted_p99_ms']:.0f} ms, bound {out['accepted_p99_bound_ms']:.0f} ms), {out['refused_503']} x 503 "
-        f"(p99 {out['refusal_p99_ms']:.1f} ms), other {others or 'none'}",
+        f"(p99 {out['refusal_p99_ms']:.1f} ms), other {others or 'none'} {out['transport_errors'] or ''}",
         flush=True,
     )
     return out

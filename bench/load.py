@@ -54,6 +54,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     headers: list[httpx.Headers] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what each status 0 was
 
     def of(self, status: int) -> list[float]:
         return [t for t, s in zip(self.latencies, self.statuses, strict=True) if s == status]
@@ -142,8 +143,9 @@ async def open_loop(target: Target, bodies: list[bytes], rate: float, duration: 
             try:
                 r = await target.send(client, body)
                 status, headers = r.status_code, r.headers
-            except httpx.HTTPError:
+            except httpx.HTTPError as e:
                 status = 0  # connection refused or reset: counted as lost
+                result.errors.append(f"{type(e).__name__}: {e}")
             result.latencies.append(time.perf_counter() - t0)
             result.statuses.append(status)
             result.headers.append(headers)

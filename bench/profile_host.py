@@ -1,6 +1,6 @@
 """Where the host time of a request goes: py-spy on the real server under the ``nearest`` x2 load.
 
-    python -m bench.profile_host [--size 256x256] [--seconds 12] [--out profile.txt]
+    python -m bench.profile_host [--size 256x256] [--model nearest] [--native] [--seconds 12] [--out profile.txt]
 
 16 closed-loop clients send photo-like PNGs to a fresh server (``SR_MODELS=nearest``,
 the limit out of reach) while ``py-spy record --threads --nonblocking`` samples it at
@@ -54,6 +54,8 @@ def summary(raw: str, top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.profile_host", description=__doc__)
     p.add_argument("--size", default="256x256", help="WxH of the uploads")
+    p.add_argument("--model", default="nearest", help="nearest (the host side alone) or a real model, e.g. espcn")
+    p.add_argument("--native", action="store_true", help="sample native frames too (torch, codecs)")
     p.add_argument("--seconds", type=int, default=12)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, default=Path("profile-host.txt"))
@@ -62,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     if spy is None:
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
     w, h = (int(v) for v in args.size.split("x"))
-    bodies = [png_bytes(im) for im in images_for([(h, w)], max(64, int(args.seconds * 300 * 65536 / (w * h))))]
-    env = {"SR_MODELS": "nearest", "SR_MAX_QUEUE_WAIT_S": "600"}
+    per_s = 300 if args.model == "nearest" else 20  # enough uploads to outlast the sampling
+    bodies = [png_bytes(im) for im in images_for([(h, w)], max(64, int(args.seconds * per_s * 65536 / (w * h))))]
+    env = {"SR_MODELS": args.model, "SR_MAX_QUEUE_WAIT_S": "600"}
     with running_server(Path(tempfile.mkdtemp(prefix="profile-")), env) as server:
-        target = Target("srserve", server.url, "/v1/upscale", {"model": "nearest", "scale": 2})
+        target = Target("srserve", server.url, "/v1/upscale", {"model": args.model, "scale": 2})
         asyncio.run(closed_loop(target, bodies[:32], 16))  # warm-up
         record = [spy, "record", "--pid", str(server.process.pid), "--rate", "200", "--format", "raw"]
         record += ["--threads", "--nonblocking", "--duration", str(args.seconds), "-o", str(args.out)]
+        record += ["--native"] if args.native else []
         sampler = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result = asyncio.run(closed_loop(target, bodies, 16)).summary()
         sampler.wait()
