@@ -145,6 +145,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from srserve.service.gpu_jpeg import GpuJpegUnavailable
     from srserve.service.server import serve
     from srserve.service.settings import Settings
 
@@ -156,7 +157,11 @@ def run_serve(args: argparse.Namespace) -> int:
             name = "SR_" + "_".join(str(p) for p in error["loc"]).upper() if error["loc"] else "settings"
             print(f"srserve: {name}: {error['msg']}", file=sys.stderr)
         return 2
-    serve(settings)
+    try:
+        serve(settings)
+    except GpuJpegUnavailable as e:
+        print(f"srserve: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

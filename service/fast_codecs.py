@@ -19,11 +19,14 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import imagecodecs
 import numpy as np
 from fpng import fpng_ext
+
+if TYPE_CHECKING:  # torch stays out of the codecs' import
+    from srserve.service.gpu_jpeg import GpuJpeg
 
 PngEncoder = Literal["auto", "fpng", "zlib", "pillow"]
 
@@ -51,6 +54,7 @@ class Codecs:
     png_encoder: PngEncoder = "auto"
     io_threads: int = 2
     on_fallback: Callable[[str], None] = lambda op: None
+    gpu_jpeg: GpuJpeg | None = None  # nvJPEG for JPEG in and out (SR_GPU_JPEG; service/gpu_jpeg.py)
 
     @property
     def fast(self) -> bool:

@@ -173,7 +173,7 @@ def decode(data: bytes, *, max_pixels: int, codecs: Codecs | None = None) -> Dec
     fast = codecs is not None and codecs.fast and (mode := _fast_mode(image, data)) is not None
     if fast and (turn := orientation(image, data)) is not None:  # None: only Pillow's decode tells
         try:
-            return _decode_fast(image, data, mode, turn)
+            return _decode_fast(image, data, mode, turn, codecs)
         except Exception:  # a broken file, or one the fast decoder reads otherwise: Pillow decides
             codecs.on_fallback(f"{image.format.lower()}_decode")
     with _image_errors():
@@ -209,8 +209,13 @@ def _fast_mode(image: Image.Image, data: bytes) -> str | None:
     return mode if mode == image.mode else None
 
 
-def _decode_fast(image: Image.Image, data: bytes, mode: str, turn: int) -> Decoded:
-    arr = fast_codecs.png_decode(data) if image.format == "PNG" else fast_codecs.jpeg_decode(data)
+def _decode_fast(image: Image.Image, data: bytes, mode: str, turn: int, codecs: Codecs) -> Decoded:
+    if image.format == "PNG":
+        arr = fast_codecs.png_decode(data)
+    elif codecs.gpu_jpeg is not None:
+        arr = codecs.gpu_jpeg.decode(data, grey=mode == "L")
+    else:
+        arr = fast_codecs.jpeg_decode(data)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     want = (image.height, image.width) + ((CHANNELS[mode],) if CHANNELS[mode] > 1 else ())
@@ -373,6 +378,9 @@ def encode_into(
 def _encode_fast(
     array: np.ndarray, fmt: OutputFormat, quality: int, icc: bytes | None, level: int, codecs: Codecs
 ) -> bytes:
+    if fmt == "jpeg" and codecs.gpu_jpeg is not None:
+        data = codecs.gpu_jpeg.encode(array, quality)
+        return fast_codecs.with_jpeg_icc(data, icc) if icc else data
     if fmt == "jpeg":
         return fast_codecs.jpeg_encode(array, quality=quality, icc_profile=icc)
     return fast_codecs.png_encode(array, level=level, icc_profile=icc, fpng=codecs.fpng_for(array, level))

@@ -12,6 +12,7 @@ from enum import StrEnum
 from srserve.models.device import resolve_device
 from srserve.service.engine import Engine
 from srserve.service.fast_codecs import Codecs
+from srserve.service.gpu_jpeg import GpuJpeg
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
 from srserve.service.priority import lower_this_thread
@@ -58,6 +59,7 @@ class Runtime:
             png_encoder=settings.png_encoder,
             io_threads=settings.io_threads,
             on_fallback=lambda op: self.metrics.codec_fallbacks.labels(op).inc(),
+            gpu_jpeg=GpuJpeg(self.device) if settings.gpu_jpeg else None,  # raises where it cannot run
         )
         self.retries = RetryLedger()  # refused uploads, so that early resends are held (see retries)
         self.io = ThreadPoolExecutor(

@@ -15,6 +15,13 @@ from srserve.models.catalog import DEFAULT_WEIGHTS_DIR
 from srserve.service.fast_codecs import PngEncoder
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a cpuset or taskset narrows them), not all the host has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 2
+
+
 class Settings(BaseSettings):
     """Everything an operator can tune; each field is ``SR_<NAME>`` in the environment."""
 
@@ -44,12 +51,15 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(8192 * 8192, ge=1)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma-separated")
     io_threads: int = Field(
-        default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, description="threads that decode and encode images"
+        default_factory=lambda: max(2, usable_cores()), ge=1, description="threads that decode and encode images"
     )
     worker_nice: int = Field(
         10, ge=0, le=19, description="nice added to compute and codec threads so the event loop answers first"
     )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1 fast, 9 small)")
+    gpu_jpeg: bool = Field(
+        False, description="decode and encode JPEG on the CUDA device (nvJPEG via torchvision); off: libjpeg-turbo"
+    )
     png_encoder: PngEncoder = Field(
         "auto",
         description="auto: fpng for small 8-bit RGB(A) outputs on hosts of few I/O threads, else libpng;"

@@ -86,7 +86,9 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
         codes = [r.status_code for r in results]
         assert set(codes) == {200, 503}, codes
         busy = next(r for r in results if r.status_code == 503)
-        assert busy.headers["retry-after"] == "3" and busy.json()["error"]["code"] == "queue_full"
+        assert busy.json()["error"]["code"] == "queue_full"
+        # At least SR_RETRY_AFTER_S; more when the queue ahead is predicted to take longer (8 x 0.8 s at most).
+        assert 3 <= int(busy.headers["retry-after"]) <= 7
         assert metric_value(s.metrics(), "srserve_rejections_total", {"reason": "queue_full"}) == codes.count(503)
 
 

@@ -86,3 +86,38 @@ def test_server_on_gpu_batches_concurrent_requests(tmp_path: Path) -> None:
             timeout=60,
         )
         assert fp16.status_code == 200
+
+
+def test_gpu_jpeg_decodes_and_encodes_close_to_libjpeg_turbo() -> None:
+    from srserve.service.fast_codecs import Codecs
+    from srserve.service.gpu_jpeg import GpuJpeg
+    from srserve.service.imageio import decode, encode
+
+    gpu = Codecs(gpu_jpeg=GpuJpeg(torch.device("cuda")))
+    icc = imagegen.srgb_profile()
+    for turn in (1, 6):
+        data = imagegen.with_orientation(imagegen.rgb(61, 90), turn)
+        got, ref = decode(data, max_pixels=10**8, codecs=gpu), decode(data, max_pixels=10**8, codecs=Codecs())
+        assert got.pixels.shape == ref.pixels.shape  # turned upright the same way
+        assert np.abs(got.pixels.astype(int) - ref.pixels).mean() < 1.0  # nvJPEG's IDCT is not libjpeg's
+    grey = imagegen.encode(imagegen.rgb(40, 50).convert("L"), "JPEG")
+    assert decode(grey, max_pixels=10**8, codecs=gpu).grey
+    pixels = smooth_image(64, 96)
+    out = encode(pixels, None, grey=False, fmt="jpeg", quality=90, icc_profile=icc, codecs=gpu)
+    with Image.open(io.BytesIO(out)) as im:
+        assert im.info.get("icc_profile") == icc and im.size == (96, 64)
+        assert np.abs(np.asarray(im).astype(int) - pixels).mean() < 4
+
+
+def test_server_with_gpu_jpeg_answers_jpeg(tmp_path: Path) -> None:
+    with running_server(tmp_path, {"SR_DEVICE": "cuda", "SR_GPU_JPEG": "1", "SR_MODELS": "espcn"}) as s:
+        data = imagegen.encode(imagegen.rgb(48, 64), "JPEG")
+        r = httpx.post(
+            f"{s.url}/v1/upscale",
+            params={"model": "espcn", "scale": 2, "format": "jpeg"},
+            files={"image": ("x.jpg", data)},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert Image.open(io.BytesIO(r.content)).size == (128, 96)
+        assert metric_value(s.metrics(), "srserve_codec_fallbacks_total") == 0

@@ -224,3 +224,17 @@ def test_peek_size_reads_the_header_alone() -> None:
     late = before_iend(data, b"eXIf", exif.tobytes())  # after the pixels: only decoding finds it
     assert peek_size(late, max_pixels=BIG) is None  # so admission waits for the decode
     assert decode(late, max_pixels=BIG, codecs=Codecs()).pixels.shape[:2] == (30, 40)  # Pillow's, turned
+
+
+def test_gpu_jpeg_is_refused_clearly_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import torch
+
+    from srserve.service import cli
+    from srserve.service.gpu_jpeg import GpuJpeg, GpuJpegUnavailable
+
+    with pytest.raises(GpuJpegUnavailable, match="SR_GPU_JPEG needs a CUDA device"):
+        GpuJpeg(torch.device("cpu"))
+    monkeypatch.setenv("SR_GPU_JPEG", "1")
+    monkeypatch.setenv("SR_DEVICE", "cpu")
+    assert cli.main(["serve", "--port", "1"]) == 2  # before it binds or loads anything
+    assert "SR_GPU_JPEG needs a CUDA device" in capsys.readouterr().err

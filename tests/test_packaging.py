@@ -60,7 +60,7 @@ def test_the_wheel_holds_one_namespace_and_the_weights(wheel: Path) -> None:
 def test_the_bare_install_is_the_client_without_torch(wheel: Path, tmp_path: Path) -> None:
     bin_dir = fresh_venv(tmp_path / "venv")
     env = clean_env()
-    installed = run(bin_dir / "python", "-m", "pip", "install", "-q", wheel, cwd=tmp_path, env=env)
+    installed = run(bin_dir / "python", "-m", "pip", "install", "-q", "--no-compile", wheel, cwd=tmp_path, env=env)
     assert installed.returncode == 0, installed.stderr
     helped = run(bin_dir / "srbatch", "--help", cwd=tmp_path, env=env)
     assert helped.returncode == 0, helped.stderr
@@ -74,7 +74,9 @@ def test_the_bare_install_is_the_client_without_torch(wheel: Path, tmp_path: Pat
 def test_the_server_extra_upscales_with_the_shipped_weights(wheel: Path, tmp_path: Path) -> None:
     bin_dir = fresh_venv(tmp_path / "venv")
     env = clean_env()
-    installed = run(bin_dir / "python", "-m", "pip", "install", "-q", f"{wheel}[server]", cwd=tmp_path, env=env)
+    installed = run(
+        bin_dir / "python", "-m", "pip", "install", "-q", "--no-compile", f"{wheel}[server]", cwd=tmp_path, env=env
+    )
     assert installed.returncode == 0, installed.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -1,4 +1,5 @@
-"""Compute and codec threads run at a higher nice than the event loop (Linux: nice is per thread)."""
+"""The threads: compute and codec threads run at a higher nice than the event loop (Linux: nice is per
+thread), and the codec pool is as large as the cores this process may use."""
 
 from __future__ import annotations
 
@@ -90,3 +91,15 @@ def test_real_server_runs_its_loop_above_its_compute_and_codec_threads(tmp_path:
         assert len(lowered) >= 3, nices  # the worker and both codec threads at least
         assert all(nice in (base, base + 7) for nice in nices.values()), nices
         assert httpx.get(f"{s.url}/healthz", timeout=5).status_code == 200
+
+
+def test_io_threads_default_to_the_cores_this_process_may_use() -> None:
+    from srserve.service.settings import usable_cores
+
+    assert usable_cores() == len(os.sched_getaffinity(0))
+    mine = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mine)})  # as a cpuset of one core would
+        assert usable_cores() == 1 and Settings().io_threads == 2  # at least 2: one may wait on a disk or socket
+    finally:
+        os.sched_setaffinity(0, mine)
