@@ -3,6 +3,7 @@
     python -m bench.compare                  # the full run: ~15 minutes on 2 cores
     python -m bench.compare --quick          # fewer requests, one round
     python -m bench.compare --json out.json
+    python -m bench.compare --loads 256x256 --skip overload memory   # one load, all rounds
 
 For each load (256x256, 512x512, 1024x768, and a mixed-size set) it measures:
 
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a third of the requests, one round")
     p.add_argument("--overload-s", type=float, default=15.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["servers", "overload", "memory"])
+    p.add_argument("--loads", nargs="*", default=[x.name for x in LOADS], choices=[x.name for x in LOADS])
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     keep_large_allocations()  # as srserve does: the limit is measured with the same allocator
@@ -347,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
         if "servers" not in args.skip:
-            results = run_servers(args, log_dir, LOADS)
+            results = run_servers(args, log_dir, [x for x in LOADS if x.name in args.loads])
             report["servers"] = results
             print("\n" + table(results) + "\n")
+        if "servers" not in args.skip and "256x256" in args.loads:
             capacity = median_of(results["srserve"]["256x256"][16], "throughput_img_s")
             unloaded = median_of(results["srserve"]["256x256"][1], "p99_ms")
         else:

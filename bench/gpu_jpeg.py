@@ -5,7 +5,8 @@
 For 1024x768 (decode: the upload) and 2048x1536 (encode: the x2 answer) photo-like
 images, through the service's own ``imageio.decode`` / ``encode``, one thread and
 then 16 threads at once (as the I/O pool would): wall ms and host CPU ms per
-megapixel, and how far nvJPEG's pixels are from libjpeg-turbo's. What decides it
+megapixel, the images per nvJPEG call (the calls of all threads are batched), and
+how far nvJPEG's pixels are from libjpeg-turbo's. What decides it
 on a GPU host is the CPU: SR_GPU_JPEG pays where its host CPU per MP is well
 under libjpeg-turbo's and its wall time does not grow with concurrency.
 """
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         for threads in (1, 16):
             for name, codecs in (("libjpeg-turbo", cpu), ("nvJPEG", gpu)):
+                if codecs.gpu_jpeg is not None:
+                    codecs.gpu_jpeg.batch_sizes = []
                 wall, used = timed(lambda c=codecs, r=run: r(c), args.calls, threads)
+                sizes = codecs.gpu_jpeg.batch_sizes if codecs.gpu_jpeg is not None else [1]
                 rows.append(
                     {
                         "op": op,
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         "codec": name,
                         "wall_ms_per_mp": 1000 * wall / (args.calls * mp),
                         "host_cpu_ms_per_mp": 1000 * used / (args.calls * mp),
+                        "images_per_codec_call": sum(sizes) / max(1, len(sizes)),  # batched across threads
                     }
                 )
                 print(rows[-1], flush=True)

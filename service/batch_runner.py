@@ -1,6 +1,7 @@
 """Running batches on the device, with host work overlapping device work on CUDA.
 
-On a CPU a batch simply runs (``predict``). On CUDA, :meth:`BatchRunner.launch`
+On a CPU a batch runs at once, its windows side by side on the cores when it has
+several (:mod:`srserve.service.cpu_lanes`). On CUDA, :meth:`BatchRunner.launch`
 copies the windows into a reused pinned host buffer, queues the upload, the
 model and the download on a side stream and returns at once; the worker then
 cuts, stacks and launches the next batch while these kernels run, and only
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from srserve.models.imageops import from_float, to_float
+from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.inference import AUTOCAST_DTYPES, predict
 from srserve.service.pixels import max_value
 
@@ -53,11 +55,13 @@ class Pending:
 
 
 class BatchRunner:
-    """Launches batches on ``device``; asynchronous (depth one) on CUDA, synchronous on a CPU."""
+    """Launches batches on ``device``; asynchronous (depth one) on CUDA, synchronous on a CPU
+    (across ``lanes`` when given)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, lanes: CpuLanes | None = None) -> None:
         self.device = device
         self.overlaps = device.type == "cuda"
+        self.lanes = lanes if device.type == "cpu" else None
         self._stream = torch.cuda.Stream(device) if self.overlaps else None
         self._free: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
 
@@ -82,7 +86,12 @@ class BatchRunner:
     ) -> Pending:
         """Start ``windows`` through ``module``; the returned :class:`Pending` yields the pixels."""
         if not self.overlaps:
-            return Pending(result=predict(module, windows, device=self.device, precision=precision, size=size))
+
+            def run(part: np.ndarray) -> np.ndarray:
+                return predict(module, part, device=self.device, precision=precision, size=size)
+
+            lanes = self.lanes if self.lanes is not None and len(windows) > 1 else None
+            return Pending(result=lanes.map(run, windows) if lanes is not None else run(windows))
         out_dtype, peak = windows.dtype, max_value(windows.dtype)
         if windows.dtype == np.uint16:  # few device kernels take uint16; int32 holds it exactly
             windows = windows.astype(np.int32)

@@ -113,31 +113,36 @@ def measure(
     *,
     max_side: int,
     max_batch: int,
+    lanes: int = 1,
     budget_s: float = 0.25,
     clock: Callable[[], float] = time.perf_counter,
 ) -> CostModel:
     """Time ``run(side, batch)`` on square windows up to ``max_side`` and batches up to ``max_batch``.
 
     ``run`` must block until its result is on the host. Each point is run once
-    to warm up and once (up to three times when cheap: the best counts) timed. A batch size stops growing
-    before a point that would take longer than ``budget_s`` (judged from the
-    last one): larger windows are extrapolated, which keeps warm-up to a few
-    seconds per model on a CPU.
+    to warm up and two or three times timed (the best counts: one scheduling hiccup on a
+    shared host once made a 64-px window look 20x dearer and moved every plan). Batch
+    sizes are timed side by side at each window size, so that a host whose speed drifts
+    over seconds (a shared machine) shifts all of them alike and their ratio, which
+    decides batching, holds. A batch size stops growing before a point that would take
+    longer than ``budget_s`` (judged from the last one): larger windows are extrapolated,
+    which keeps warm-up to a few seconds per model on a CPU.
     """
-    batches = sorted({1, min(4, max_batch), max_batch})
+    # ``lanes``: windows a CPU computes side by side (see cpu_lanes); a batch of that many is measured too.
+    growing = sorted({1, min(lanes, max_batch), min(4, max_batch), max_batch})
     samples: list[Sample] = []
-    for batch in batches:
-        sides = probe_sides(max_side)
-        for i, side in enumerate(sides):
+    sides = probe_sides(max_side)
+    for i, side in enumerate(sides):
+        for batch in list(growing):
             run(side, batch)  # first call: allocator, kernels, autotuning
             best = math.inf
-            for _ in range(3):
+            for attempt in range(3):
                 start = clock()
                 run(side, batch)
                 best = min(best, clock() - start)
-                if best > budget_s / 4:
+                if attempt and best > budget_s / 4:
                     break
             samples.append(Sample(side * side, batch, best))
             if i + 1 < len(sides) and best * (sides[i + 1] / side) ** 2 > budget_s:
-                break
+                growing.remove(batch)
     return CostModel(tuple(samples), max_batch)

@@ -27,7 +27,7 @@ from srserve.service.admission import Prediction, Priority, QueueFull, Ticket, W
 from srserve.service.batch_runner import BatchRunner
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
 from srserve.service.cost_model import measure
-from srserve.service.inference import predict
+from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory, Job, Launched, Receipt, Stage, Work, is_oom
 from srserve.service.metrics import Metrics
 from srserve.service.model_pool import ModelPool
@@ -51,6 +51,8 @@ class Engine:
         max_queue_wait_s: predicted wait beyond which ``submit`` raises :class:`QueueFull`.
         min_retry_after_s: the least ``Retry-After`` given with a refusal.
         clock: the monotonic clock every time of the queue's account is read from (tests pass their own).
+        thread_nice: nice of the worker thread (see :mod:`srserve.service.priority`).
+        lanes: on a CPU, the threads a batch's windows run on side by side (None: the worker alone).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class Engine:
         min_retry_after_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         thread_nice: int = 0,
+        lanes: CpuLanes | None = None,
     ) -> None:
         self.clock = clock
         self.thread_nice = thread_nice  # the worker yields the cores to the event loop (see priority)
@@ -81,7 +84,8 @@ class Engine:
         self._queued = 0
         self._arriving = 0  # requests being read or decoded: work that may join a batch soon
         self._waits = WaitPredictor(max_queue_wait_s, min_retry_after_s)
-        self.runner = BatchRunner(pool.device)
+        self.lanes = lanes if pool.device.type == "cpu" else None
+        self.runner = BatchRunner(pool.device, self.lanes)
         self._last_done = 0.0  # when the previous batch's results were in
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
         metrics.queue_capacity.set(max_queue_tiles)
@@ -312,6 +316,10 @@ class Engine:
         key = (route.key, shape)
         if key not in self._batch_limits:
             best = route.entry.cost.best_batch(plan.window[0] * plan.window[1])
+            if self.lanes is not None:
+                # On a CPU a batch beyond one window per lane only makes its first windows (and their
+                # encodes, which would overlap the compute) wait for its last.
+                best = min(best, self.lanes.lanes)
             self._batch_limits[key] = max(1, min(self.max_batch_tiles, best))
         per_window = plan.seconds / len(plan.tiles)
         return [(key, Work(job, route, t, per_window, factor * per_window, job.rank)) for t in plan.tiles]
@@ -346,11 +354,15 @@ class Engine:
             def run(side: int, batch: int, module: torch.nn.Module = entry.module, precision: str = entry.precision):
                 # Noise, not zeros: on a CPU all-zero activations run measurably faster than a photo's.
                 windows = rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
-                predict(module, windows, device=self.pool.device, precision=precision)
+                # Through the runner, as batches will run: on a CPU its lanes decide what a batch costs.
+                pending = self.runner.launch(module, windows, precision=precision)
+                pending.wait()
+                pending.release()
 
             started = time.monotonic()
             side = entry.max_window(self.pool.window)
-            entry.cost = measure(run, max_side=side, max_batch=self.max_batch_tiles)
+            lanes = self.lanes.lanes if self.lanes is not None else 1
+            entry.cost = measure(run, max_side=side, max_batch=self.max_batch_tiles, lanes=lanes)
             log.info("measured %s x%d in %.1f s", entry.name, int(entry.scale), time.monotonic() - started)
         if self.pool.device.type == "cuda":
             torch.cuda.synchronize(self.pool.device)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 
 from srserve.models.device import resolve_device
+from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.engine import Engine
 from srserve.service.fast_codecs import Codecs
 from srserve.service.gpu_jpeg import GpuJpeg
@@ -45,6 +46,12 @@ class Runtime:
             window=settings.tile_size,
             precision=dict(settings.precision),
         )
+        # Lanes only where batches run on the host; a GPU batch is one launch.
+        self.lanes = (
+            CpuLanes(settings.cpu_lanes, nice=settings.worker_nice)
+            if self.device.type == "cpu" and settings.cpu_lanes > 1
+            else None
+        )
         self.engine = Engine(
             self.pool,
             self.metrics,
@@ -54,6 +61,7 @@ class Runtime:
             max_queue_wait_s=settings.max_queue_wait_s,
             min_retry_after_s=settings.retry_after_s,
             thread_nice=settings.worker_nice,
+            lanes=self.lanes,
         )
         self.codecs = Codecs(
             png_encoder=settings.png_encoder,
@@ -97,3 +105,7 @@ class Runtime:
     def close(self) -> None:
         self.engine.stop(timeout=self.settings.request_timeout_s)
         self.io.shutdown(wait=True)
+        if self.lanes is not None:
+            self.lanes.close()
+        if self.codecs.gpu_jpeg is not None:
+            self.codecs.gpu_jpeg.close()

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     io_threads: int = Field(
         default_factory=lambda: max(2, usable_cores()), ge=1, description="threads that decode and encode images"
     )
+    cpu_lanes: int = Field(
+        default_factory=usable_cores,
+        ge=1,
+        description="on a CPU, windows of one batch computed side by side, the cores shared among them (1: one at a"
+        " time on every core)",
+    )
     worker_nice: int = Field(
         10, ge=0, le=19, description="nice added to compute and codec threads so the event loop answers first"
     )

@@ -109,6 +109,25 @@ def test_gpu_jpeg_decodes_and_encodes_close_to_libjpeg_turbo() -> None:
         assert np.abs(np.asarray(im).astype(int) - pixels).mean() < 4
 
 
+def test_gpu_jpeg_batches_the_calls_of_many_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from srserve.service import fast_codecs
+    from srserve.service.gpu_jpeg import GpuJpeg
+
+    jpeg = GpuJpeg(torch.device("cuda"), max_delay_s=0.02)
+    files = [fast_codecs.jpeg_encode(smooth_image(48 + i, 64, seed=i), quality=90, icc_profile=None) for i in range(8)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda f: jpeg.decode(f, grey=False), files))
+        for f, out in zip(files, got, strict=True):
+            ref = fast_codecs.jpeg_decode(f)
+            assert out.shape == ref.shape and np.abs(out.astype(int) - ref).mean() < 1.0
+        assert max(jpeg.batch_sizes) > 1
+    finally:
+        jpeg.close()
+
+
 def test_server_with_gpu_jpeg_answers_jpeg(tmp_path: Path) -> None:
     with running_server(tmp_path, {"SR_DEVICE": "cuda", "SR_GPU_JPEG": "1", "SR_MODELS": "espcn"}) as s:
         data = imagegen.encode(imagegen.rgb(48, 64), "JPEG")
