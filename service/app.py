@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from srserve.service import errors
 from srserve.service.access import AccessMiddleware
+from srserve.service.batch_runner import Runner
 from srserve.service.body_limit import BodyLimitMiddleware, BodyTooLarge
 from srserve.service.openapi import truthful_openapi
 from srserve.service.routes import docs, health, metrics, models, pages, upscale
@@ -19,9 +20,10 @@ from srserve.service.settings import Settings, get_settings
 from srserve.service.shedding import AdmissionGate
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, runner: Runner | None = None) -> FastAPI:
+    """``runner``: batches run by it instead of the device (``bench/simserve.py``'s simulated accelerator)."""
     settings = settings or get_settings()
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, runner)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -12,8 +12,10 @@ per shape and reused, so no batch pays for page-locking memory again.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,11 +30,33 @@ from srserve.service.pixels import max_value
 MAX_PINNED_KEYS = 32
 
 
+class Launch(Protocol):
+    """A batch on its way: ``wait`` gives its pixels; ``device_s`` the device's own time for it, once known."""
+
+    device_s: float | None
+
+    def wait(self) -> np.ndarray: ...
+
+    def release(self) -> None: ...
+
+
+class Runner(Protocol):
+    """What the engine runs batches with: :class:`BatchRunner`, or a stand-in device (the bench's simulator)."""
+
+    overlaps: bool  # launch returns before the batch is done: the worker prepares the next one meanwhile
+
+    def launch(
+        self, module: nn.Module, windows: np.ndarray, *, precision: str = "fp32", size: tuple[int, int] | None = None
+    ) -> Launch: ...
+
+
 @dataclass(eq=False)
 class Pending:
     """A launched batch. ``wait`` gives its ``(N, H, W, 3)`` pixels, valid until ``release``."""
 
     result: np.ndarray | None = None  # CPU: computed already
+    device_s: float | None = None  # the batch's own time on the device (CUDA: between its events)
+    started: torch.cuda.Event | None = None
     event: torch.cuda.Event | None = None
     host_out: torch.Tensor | None = None
     out_dtype: np.dtype | None = None
@@ -43,6 +67,8 @@ class Pending:
         if self.result is None:
             assert self.event is not None and self.host_out is not None
             self.event.synchronize()
+            if self.started is not None:
+                self.device_s = self.started.elapsed_time(self.event) / 1000
             values = self.host_out.numpy()
             self.result = values if values.dtype == self.out_dtype else values.astype(self.out_dtype)
         return self.result
@@ -91,7 +117,9 @@ class BatchRunner:
                 return predict(module, part, device=self.device, precision=precision, size=size)
 
             lanes = self.lanes if self.lanes is not None and len(windows) > 1 else None
-            return Pending(result=lanes.map(run, windows) if lanes is not None else run(windows))
+            start = time.perf_counter()
+            result = lanes.map(run, windows) if lanes is not None else run(windows)
+            return Pending(result=result, device_s=time.perf_counter() - start)
         out_dtype, peak = windows.dtype, max_value(windows.dtype)
         if windows.dtype == np.uint16:  # few device kernels take uint16; int32 holds it exactly
             windows = windows.astype(np.int32)
@@ -100,13 +128,22 @@ class BatchRunner:
         dtype = AUTOCAST_DTYPES[precision]
         autocast = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
         assert self._stream is not None
+        started = torch.cuda.Event(enable_timing=True)
         with torch.cuda.stream(self._stream), torch.inference_mode():
+            started.record(self._stream)
             batch = to_float(host_in.to(self.device, non_blocking=True), peak)
             with autocast:
                 out = module(batch, size) if size is not None else module(batch)
             values = from_float(out.float(), peak).to(torch.uint8 if peak == 255 else torch.int32)
             host_out = self._take(tuple(values.shape), values.dtype)
             host_out.copy_(values, non_blocking=True)
-            event = torch.cuda.Event()
+            event = torch.cuda.Event(enable_timing=True)
             event.record(self._stream)
-        return Pending(event=event, host_out=host_out, out_dtype=out_dtype, buffers=[host_in, host_out], runner=self)
+        return Pending(
+            started=started,
+            event=event,
+            host_out=host_out,
+            out_dtype=out_dtype,
+            buffers=[host_in, host_out],
+            runner=self,
+        )

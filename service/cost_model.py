@@ -109,7 +109,7 @@ def probe_sides(max_side: int) -> list[int]:
 
 
 def measure(
-    run: Callable[[int, int], None],
+    run: Callable[[int, int], float | None],
     *,
     max_side: int,
     max_batch: int,
@@ -119,7 +119,9 @@ def measure(
 ) -> CostModel:
     """Time ``run(side, batch)`` on square windows up to ``max_side`` and batches up to ``max_batch``.
 
-    ``run`` must block until its result is on the host. Each point is run once
+    ``run`` must block until its result is on the host; it may return the device's own seconds for the
+    batch (CUDA events), which then count instead of the wall time: where the host's share of a batch
+    overlaps the device's, the device's is what batches queue for. Each point is run once
     to warm up and two or three times timed (the best counts: one scheduling hiccup on a
     shared host once made a 64-px window look 20x dearer and moved every plan). Batch
     sizes are timed side by side at each window size, so that a host whose speed drifts
@@ -138,8 +140,8 @@ def measure(
             best = math.inf
             for attempt in range(3):
                 start = clock()
-                run(side, batch)
-                best = min(best, clock() - start)
+                took = run(side, batch)
+                best = min(best, clock() - start if took is None else took)
                 if attempt and best > budget_s / 4:
                     break
             samples.append(Sample(side * side, batch, best))

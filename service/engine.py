@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from srserve.service.admission import Prediction, Priority, QueueFull, Ticket, WaitPredictor
-from srserve.service.batch_runner import BatchRunner
+from srserve.service.batch_runner import BatchRunner, Runner
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
 from srserve.service.cost_model import measure
 from srserve.service.cpu_lanes import CpuLanes
@@ -53,6 +53,8 @@ class Engine:
         clock: the monotonic clock every time of the queue's account is read from (tests pass their own).
         thread_nice: nice of the worker thread (see :mod:`srserve.service.priority`).
         lanes: on a CPU, the threads a batch's windows run on side by side (None: the worker alone).
+        runner: runs the batches instead of a :class:`BatchRunner` on ``pool.device`` (the bench's simulated
+            accelerator; never set by the service itself).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         thread_nice: int = 0,
         lanes: CpuLanes | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.clock = clock
         self.thread_nice = thread_nice  # the worker yields the cores to the event loop (see priority)
@@ -84,8 +87,8 @@ class Engine:
         self._queued = 0
         self._arriving = 0  # requests being read or decoded: work that may join a batch soon
         self._waits = WaitPredictor(max_queue_wait_s, min_retry_after_s)
-        self.lanes = lanes if pool.device.type == "cpu" else None
-        self.runner = BatchRunner(pool.device, self.lanes)
+        self.lanes = lanes if pool.device.type == "cpu" and runner is None else None
+        self.runner: Runner = runner or BatchRunner(pool.device, self.lanes)
         self._last_done = 0.0  # when the previous batch's results were in
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
         metrics.queue_capacity.set(max_queue_tiles)
@@ -351,13 +354,17 @@ class Engine:
         rng = np.random.default_rng(0)
         for entry in self.pool.entries():
 
-            def run(side: int, batch: int, module: torch.nn.Module = entry.module, precision: str = entry.precision):
+            def run(
+                side: int, batch: int, module: torch.nn.Module = entry.module, precision: str = entry.precision
+            ) -> float | None:
                 # Noise, not zeros: on a CPU all-zero activations run measurably faster than a photo's.
                 windows = rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
                 # Through the runner, as batches will run: on a CPU its lanes decide what a batch costs.
                 pending = self.runner.launch(module, windows, precision=precision)
                 pending.wait()
                 pending.release()
+                # An overlapping device's own time (its host share runs beside the next batch); else the wall time.
+                return pending.device_s if self.runner.overlaps else None
 
             started = time.monotonic()
             side = entry.max_window(self.pool.window)
@@ -498,6 +505,8 @@ class Engine:
         elapsed = done - turn_start
         self._last_done = done
         self.metrics.batch_compute.labels(route.entry.name).observe(elapsed)
+        device_s = launched.pending.device_s
+        self.metrics.device_busy.inc(elapsed if device_s is None else device_s)
         self.metrics.batch_tiles.labels(route.entry.name).observe(len(items))
         for job in jobs:
             job.compute_s += elapsed

@@ -85,6 +85,12 @@ class Metrics:
             buckets=STEP_BUCKETS,
             registry=r,
         )
+        # rate() of it is the device's busy ratio: 1.0 means never idle between batches.
+        self.device_busy = Counter(
+            "srserve_device_busy_seconds",
+            "Seconds the device spent on batches (CUDA: timed by events on its stream; CPU: the batch's call)",
+            registry=r,
+        )
         self.batch_tiles = Histogram(
             "srserve_batch_tiles", "Tiles per batch", ["model"], buckets=TILE_BUCKETS, registry=r
         )

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 
 from srserve.models.device import resolve_device
+from srserve.service.batch_runner import Runner
 from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.engine import Engine
 from srserve.service.fast_codecs import Codecs
@@ -34,7 +35,8 @@ class Phase(StrEnum):
 class Runtime:
     """Everything one running app owns."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runner: Runner | None = None) -> None:
+        """``runner``: runs batches in place of the device (the bench's simulated accelerator)."""
         self.settings = settings
         self.device = resolve_device(settings.device)
         self.metrics = Metrics()
@@ -49,7 +51,7 @@ class Runtime:
         # Lanes only where batches run on the host; a GPU batch is one launch.
         self.lanes = (
             CpuLanes(settings.cpu_lanes, nice=settings.worker_nice)
-            if self.device.type == "cpu" and settings.cpu_lanes > 1
+            if self.device.type == "cpu" and settings.cpu_lanes > 1 and runner is None
             else None
         )
         self.engine = Engine(
@@ -62,6 +64,7 @@ class Runtime:
             min_retry_after_s=settings.retry_after_s,
             thread_nice=settings.worker_nice,
             lanes=self.lanes,
+            runner=runner,
         )
         self.codecs = Codecs(
             png_encoder=settings.png_encoder,

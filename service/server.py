@@ -15,6 +15,7 @@ import uvicorn
 
 from srserve.service import logs
 from srserve.service.app import create_app
+from srserve.service.batch_runner import Runner
 from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings
 
@@ -37,9 +38,9 @@ class DrainingServer(uvicorn.Server):
         timer.start()
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, runner: Runner | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    app = create_app(settings, runner)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +60,9 @@ def running_server(
     ready_timeout: float = 120.0,
     port: int | None = None,
     module: str = "srserve.service",
+    args: Sequence[str] = ("serve",),
 ) -> Iterator[Server]:
-    """Run ``python -m <module> serve`` with ``SR_*`` overrides until the block exits.
+    """Run ``python -m <module> <args>`` with ``SR_*`` overrides until the block exits.
 
     ``module="tests.slow_serve"`` adds the slow test model (give it ``SR_WEIGHTS_DIR`` from
     :func:`tests.slow_model.slow_weights_dir`).
@@ -80,7 +81,7 @@ def running_server(
     }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, "serve"],
+            [sys.executable, "-m", module, *args],
             cwd=REPO,
             env=full_env,
             stdout=out,

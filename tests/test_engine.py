@@ -278,6 +278,8 @@ class LazyRunner:
         runner = self
 
         class Lazy:
+            device_s = None  # not timed: the engine counts its turn
+
             def wait(self) -> np.ndarray:
                 runner.events.append(f"wait{n}")
                 return predict(module, windows, device=torch.device("cpu"))

@@ -34,6 +34,13 @@ def test_models_do_not_import_service_or_client() -> None:
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
 
 
+def test_the_service_never_imports_the_bench() -> None:
+    """The simulated accelerator (bench/sim_accelerator.py) is reachable through bench/simserve.py only."""
+    for path in python_files("service", "srserve"):
+        bad = {m for m in imported_modules(path) if m.split(".")[0] in ("bench", "tests")}
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
 def test_client_does_not_import_torch_or_the_service() -> None:
     """srbatch runs on machines without the model stack."""
     for path in python_files("client"):

@@ -203,8 +203,17 @@ def overview(y: int) -> list[dict[str, Any]]:
                 )
                 for q in (0.05, 0.5, 0.95)
             ],
-            (0, y + 40, 24, 8),
+            (0, y + 40, 12, 8),
             "short",
+        ),
+        panel(
+            "Device busy ratio",
+            "Share of the time each replica's device spends on batches (CUDA: timed by events on its stream). "
+            "Near 1 under load: the host keeps it fed; well below 1 while requests queue: the host "
+            "(decode, paste, encode) is the bottleneck, and more CPU per GPU would pay.",
+            [(f"sum by (instance) (rate(srserve_device_busy_seconds_total{{{I}}}[{R}]))", "{{instance}}")],
+            (12, y + 40, 12, 8),
+            "percentunit",
         ),
     ]
 
