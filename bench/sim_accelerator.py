@@ -110,7 +110,7 @@ class SimulatedAccelerator:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _shapes: dict[int, _Shape] = field(default_factory=dict)
 
-    def _shape(self, module: nn.Module, size: tuple[int, int] | None) -> _Shape:
+    def model_shape(self, module: nn.Module, size: tuple[int, int] | None) -> _Shape:
         known = self._shapes.get(id(module))
         if known is None:
             x = torch.rand(1, 3, PROBE, PROBE)
@@ -121,7 +121,7 @@ class SimulatedAccelerator:
 
     def seconds(self, module: nn.Module, windows: np.ndarray, out_bytes: int, *, precision: str, size=None) -> float:
         """What the profile's device would take for this batch."""
-        shape = self._shape(module, size)
+        shape = self.model_shape(module, size)
         rate = self.profile.fp32_flops if precision == "fp32" else self.profile.half_flops
         pixels = windows.shape[0] * windows.shape[1] * windows.shape[2]
         return (
@@ -152,7 +152,7 @@ class SimulatedAccelerator:
         return SimPending(out, done_at, seconds, self.clock, self.sleep)
 
     def _out_size(self, module: nn.Module, windows: np.ndarray, size: tuple[int, int] | None) -> tuple[int, int]:
-        scale = self._shape(module, size).scale
+        scale = self.model_shape(module, size).scale
         return round(windows.shape[1] * scale), round(windows.shape[2] * scale)
 
     @staticmethod
