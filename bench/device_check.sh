@@ -2,7 +2,8 @@
 # One prepared run on a lent GPU machine (about 7-9 minutes): the tests marked
 # `cuda`, then ESPCN x4 on 960x540 uploads (3840x2160 out) against the model
 # alone on whole images, fp32 and fp16, and the batching gain at concurrency 32
-# against SR_MAX_BATCH_TILES=1, then GPU JPEG (bench/gpu_jpeg.py). That machine has torch, pillow and
+# against SR_MAX_BATCH_TILES=1, then GPU JPEG (bench/gpu_jpeg.py) and the simulated accelerator's
+# constants against the real device (bench/sim_vs_real.py). That machine has torch, pillow and
 # prometheus-client but not the web stack: carry the wheels in .whl (see the
 # device tool's README):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl \
@@ -37,3 +38,5 @@ SR_MAX_BATCH_TILES=1 bench fp16-c32-batch1 --concurrency 32 --precision fp16
 bench fp16-c1 --concurrency 1 --requests 64 --precision fp16
 # JPEG on the device (nvJPEG) against libjpeg-turbo on the host: does SR_GPU_JPEG pay?
 python3 -m bench.gpu_jpeg --json "$OUT/gpu-jpeg.json" 2>&1 | tee -a "$OUT/bench.txt"
+# The simulated accelerator's H200 constants (bench/sim_accelerator.py) against this device.
+python3 -m bench.sim_vs_real --json "$OUT/sim-vs-real.json" 2>&1 | tee -a "$OUT/bench.txt"

@@ -85,7 +85,7 @@ def test_under_its_cost_the_cost_model_batches(espcn: nn.Module) -> None:
 
 def test_the_real_server_runs_on_it(tmp_path: Path) -> None:
     bodies = [png_bytes(im) for im in images_for([(96, 128)], 24)]
-    env = {"SR_MODELS": "espcn", "SR_MAX_QUEUE_WAIT_S": "60"}
+    env = {"SR_MODELS": "espcn", "SR_MAX_QUEUE_WAIT_S": "60", "SR_TILE_SIZE": "128"}  # a short warm-up
     with running_server(tmp_path, env, module="bench.simserve", args=("--profile", "h200")) as s:
         target = Target("srserve", s.url, "/v1/upscale", {"model": "espcn", "scale": 2})
         result = asyncio.run(closed_loop(target, bodies, 12))
