@@ -1,8 +1,9 @@
 """Load generators and the images they send: closed loops (N clients, each
 waiting for its answer) and open loops (Poisson arrivals, whatever the answers).
 
-Shared by the benchmarks; each talks plain HTTP, so srserve and its peers are
-driven the same way.
+Shared by the benchmarks; each talks plain HTTP through the same lean client
+(``bench/lean_http.py``: it takes a tenth of httpx's CPU per request from the cores
+the servers are measured on), so srserve and its peers are driven the same way.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import random
 import time
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
-import httpx
 import numpy as np
 from PIL import Image
+
+from bench.lean_http import LeanClient, Response, TransportError
 
 #: A mixed-size load: small to mid photos, every one a different shape.
 MIXED = [(256, 256), (128, 192), (300, 200), (64, 64), (512, 384), (200, 333), (480, 360), (96, 160)]
@@ -53,7 +56,7 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
-    headers: list[httpx.Headers] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # names lower-cased
     errors: list[str] = field(default_factory=list)  # what each status 0 was
 
     def of(self, status: int) -> list[float]:
@@ -85,18 +88,18 @@ class Target:
     params: dict
     json_base64: bool = False
 
-    def send(self, client: httpx.AsyncClient, body: bytes) -> Awaitable[httpx.Response]:
-        if self.json_base64:
-            return client.post(self.path, json={"image": base64.b64encode(body).decode()})
-        return client.post(self.path, params=self.params, content=body, headers={"Content-Type": "image/png"})
+    def send(self, client: LeanClient, body: bytes) -> Awaitable[Response]:
+        if self.json_base64:  # encoded per request, as a client of that API must
+            payload = json.dumps({"image": base64.b64encode(body).decode()}).encode()
+            return client.post(self.path, params=None, body=payload, content_type="application/json")
+        return client.post(self.path, params=self.params, body=body, content_type="image/png")
 
 
 async def closed_loop(target: Target, bodies: list[bytes], concurrency: int) -> Result:
     """``concurrency`` clients send ``bodies`` in turn, each waiting for its answer."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     result = Result(0.0)
     queue = list(reversed(bodies))
-    async with httpx.AsyncClient(base_url=target.url, timeout=600, limits=limits) as client:
+    async with LeanClient(target.url) as client:  # one keep-alive connection per busy worker
 
         async def worker() -> None:
             while queue:
@@ -121,31 +124,23 @@ async def open_loop(target: Target, bodies: list[bytes], rate: float, duration: 
     """
     rng = random.Random(0)
     result = Result(0.0)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=target.url,
-                    timeout=600,
-                    limits=limits,
-                    transport=httpx.AsyncHTTPTransport(local_address=f"127.0.0.{2 + k}", limits=limits)
-                    if sources > 1
-                    else None,
-                )
+                LeanClient(target.url, local_address=f"127.0.0.{2 + k}" if sources > 1 else None)
             )
             for k in range(sources)
         ]
 
-        async def one(client: httpx.AsyncClient, body: bytes) -> None:
+        async def one(client: LeanClient, body: bytes) -> None:
             t0 = time.perf_counter()
-            headers = httpx.Headers()
+            headers: dict[str, str] = {}
             try:
                 r = await target.send(client, body)
                 status, headers = r.status_code, r.headers
-            except httpx.HTTPError as e:
+            except TransportError as e:
                 status = 0  # connection refused or reset: counted as lost
-                result.errors.append(f"{type(e).__name__}: {e}")
+                result.errors.append(str(e))
             result.latencies.append(time.perf_counter() - t0)
             result.statuses.append(status)
             result.headers.append(headers)
