@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for threads in (1, 16):
             for name, codecs in (("libjpeg-turbo", cpu), ("nvJPEG", gpu)):
                 if codecs.gpu_jpeg is not None:
-                    codecs.gpu_jpeg.batch_sizes = []
+                    codecs.gpu_jpeg.batch_sizes.clear()
                 wall, used = timed(lambda c=codecs, r=run: r(c), args.calls, threads)
                 sizes = codecs.gpu_jpeg.batch_sizes if codecs.gpu_jpeg is not None else [1]
                 rows.append(

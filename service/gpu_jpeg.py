@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class GpuJpeg:
         self.device = device
         self.backend = backend or nvjpeg(device)
         self.max_batch, self.max_delay_s = max_batch, max_delay_s
-        self.batch_sizes: list[int] = []  # of the last calls, for tests and the bench
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # images per codec call, the latest; tests and bench
         self._source: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="srserve-gpu-jpeg", daemon=True)
         self._thread.start()
@@ -119,7 +120,7 @@ class GpuJpeg:
             batch = collect_batch(self._source, backlog, max_items=self.max_batch, max_delay=self.max_delay_s)
             if batch is None:
                 return
-            self.batch_sizes = [*self.batch_sizes[-999:], len(batch)]
+            self.batch_sizes.append(len(batch))
             run = self.backend.decode if batch[0].op == "decode" else self.backend.encode
             try:
                 results = run([c.payload for c in batch], batch[0].arg)  # type: ignore[arg-type]
