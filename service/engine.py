@@ -23,14 +23,16 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from srserve.service import precision
 from srserve.service.admission import Prediction, Priority, QueueFull, Ticket, WaitPredictor
 from srserve.service.batch_runner import BatchRunner, Runner
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
 from srserve.service.cost_model import measure
 from srserve.service.cpu_lanes import CpuLanes
+from srserve.service.inference import predict
 from srserve.service.jobs import DeadlineExceeded, DeviceOutOfMemory, Job, Launched, Receipt, Stage, Work, is_oom
 from srserve.service.metrics import Metrics
-from srserve.service.model_pool import ModelPool
+from srserve.service.model_pool import ModelEntry, ModelPool
 from srserve.service.planner import Plan
 from srserve.service.priority import lower_this_thread
 from srserve.service.routing import Route
@@ -353,6 +355,8 @@ class Engine:
         """Run each learned model, timing window sizes and batches: its cost model (see ``cost_model``)."""
         rng = np.random.default_rng(0)
         for entry in self.pool.entries():
+            if entry.auto_precision and self.pool.device.type == "cuda":  # before timing: it changes the cost
+                self._choose_precision(entry)
 
             def run(
                 side: int, batch: int, module: torch.nn.Module = entry.module, precision: str = entry.precision
@@ -373,6 +377,16 @@ class Engine:
             log.info("measured %s x%d in %.1f s", entry.name, int(entry.scale), time.monotonic() - started)
         if self.pool.device.type == "cuda":
             torch.cuda.synchronize(self.pool.device)
+
+    def _choose_precision(self, entry: ModelEntry) -> None:
+        images = precision.probe_images()
+
+        def run(p: str) -> np.ndarray:
+            return predict(entry.module, images, device=self.pool.device, precision=p)
+
+        entry.precision, entry.precision_psnr_db = precision.choose(run)
+        tried = ", ".join(f"{p} {db:.1f} dB" for p, db in entry.precision_psnr_db.items())
+        log.info("%s x%d runs %s (against fp32: %s)", entry.name, int(entry.scale), entry.precision, tried)
 
     def _run(self) -> None:
         lower_this_thread(self.thread_nice)

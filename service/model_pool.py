@@ -30,6 +30,8 @@ class ModelEntry:
     radius: int
     card: dict[str, Any] | None = None
     precision: str = "fp32"
+    auto_precision: bool = False  # measured at warm-up on CUDA (service/precision.py) instead of set
+    precision_psnr_db: dict[str, float] = field(default_factory=dict)  # what that measurement found
     grid: int = 1  # windows start on multiples of this (2**depth for a network that pools, 16 for dejpeg's phase)
     min_window: int = 0  # the smallest window worth cutting for this model's halo (0: any)
 
@@ -54,6 +56,7 @@ class ModelPool:
         enabled: registry names to serve (default: every registered model).
         window: the largest LR window side (core + 2 x halo); the planner picks sizes up to it.
         precision: per-model autocast precision on CUDA (``fp32``, ``fp16``, ``bf16``).
+        auto_precision: models not in ``precision`` are measured for it at warm-up (on CUDA).
     """
 
     device: torch.device
@@ -61,6 +64,7 @@ class ModelPool:
     enabled: Iterable[str] | None = None
     window: int = 1024
     precision: dict[str, str] = field(default_factory=dict)
+    auto_precision: bool = False
     learned: dict[tuple[str, int], ModelEntry] = field(default_factory=dict, init=False)
     _resizers: dict[tuple[Any, ...], ModelEntry] = field(default_factory=dict, init=False)
 
@@ -91,6 +95,7 @@ class ModelPool:
                     radius,
                     card,
                     self.precision.get(name, "fp32"),
+                    auto_precision=self.auto_precision and name not in self.precision,
                     grid=grid,
                     # A window under 2x the halo holds no core; under 4x it computes mostly halo.
                     min_window=-(-4 * radius // grid) * grid,

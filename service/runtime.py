@@ -47,6 +47,7 @@ class Runtime:
             enabled=settings.models,
             window=settings.tile_size,
             precision=dict(settings.precision),
+            auto_precision=settings.auto_precision,
         )
         # Lanes only where batches run on the host; a GPU batch is one launch.
         self.lanes = (

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     precision: dict[str, Literal["fp32", "fp16", "bf16"]] = Field(
         default_factory=dict, description='per-model autocast on CUDA, JSON: {"espcn": "fp16"}'
     )
+    auto_precision: bool = Field(
+        True,
+        description="on CUDA, models not in SR_PRECISION run fp16 or bf16 where warm-up measures their output"
+        " within 50 dB PSNR of fp32's, else fp32",
+    )
     tile_size: int = Field(
         1024, ge=16, description="largest LR window side; the planner cuts images into windows up to this"
     )

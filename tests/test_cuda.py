@@ -52,6 +52,18 @@ def test_half_precision_is_close_to_float() -> None:
         assert np.abs(half.astype(int) - full).max() <= 3
 
 
+def test_warm_up_measures_a_precision_for_models_not_named(tmp_path: Path) -> None:
+    env = {"SR_DEVICE": "cuda", "SR_MODELS": "espcn,deconv", "SR_PRECISION": '{"deconv": "fp32"}'}
+    with running_server(tmp_path, env) as s:
+        models = {m["name"]: m for m in httpx.get(f"{s.url}/v1/models").json()["models"]}
+        for variant in models["espcn"]["variants"]:
+            scores = variant["precision_psnr_db"]
+            assert scores, variant  # measured
+            chosen = variant["precision"]
+            assert chosen == "fp32" or (scores[chosen] or 0) >= 50.0
+        assert all(v["precision"] == "fp32" and not v["precision_psnr_db"] for v in models["deconv"]["variants"])
+
+
 def test_server_on_gpu_batches_concurrent_requests(tmp_path: Path) -> None:
     env = {
         "SR_DEVICE": "cuda",

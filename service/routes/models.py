@@ -3,10 +3,11 @@ images are cut into windows for it (example plans from its measured cost)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from srserve.models import MODELS
 from srserve.models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_RADIUS
@@ -56,6 +57,11 @@ class Variant(BaseModel):
     receptive_radius: int
     tiling: Tiling
     precision: str
+    precision_psnr_db: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="measured at warm-up on CUDA: each reduced precision's 8-bit output against fp32's "
+        "(null: not finite); empty where SR_PRECISION set it or on a CPU",
+    )
     psnr: dict[str, float]
     sha256: str
 
@@ -144,6 +150,9 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                     receptive_radius=entry.radius,
                     tiling=tiling(engine, resolve(pool, name, in_size=(1, 1), scale=scale)),
                     precision=entry.precision,
+                    precision_psnr_db={
+                        p: round(db, 2) if math.isfinite(db) else None for p, db in entry.precision_psnr_db.items()
+                    },
                     psnr=_psnr(card),
                     sha256=str(card.get("sha256", "")),
                 )
