@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (about 7-9 minutes): the tests marked
+# One prepared run on a lent GPU machine (about 8-9 minutes; estimated, never run): the tests marked
 # `cuda`, then ESPCN x4 on 960x540 uploads (3840x2160 out) against the model
 # alone on whole images, fp32 and fp16, and the batching gain at concurrency 32
 # against SR_MAX_BATCH_TILES=1, then GPU JPEG (bench/gpu_jpeg.py) and the simulated accelerator's
