@@ -9,7 +9,9 @@ encodes) has to be measured. This device stands in for one:
   ``exact=True``, which then costs host CPU as well);
 * each batch then holds until a GPU-shaped time has passed: a fixed cost per batch
   (kernel launches, synchronisation) plus the model's FLOPs at the profile's
-  effective rate plus the bytes over the host link. Batches queue on the device one
+  effective rate plus the bytes over the host link. A batch of fewer LR pixels than
+  fill the device pays for its idle multiprocessors: its FLOPs are counted as if it
+  had ``full_px`` pixels. Batches queue on the device one
   after another, as kernels on one stream do, and the worker waits in ``time.sleep``,
   which releases the GIL as a CUDA synchronisation does.
 
@@ -27,14 +29,23 @@ device is lent):
   convolutions (32-64 channels) reach about a quarter of it;
 * about 60 us per batch: a few tens of kernel launches at ~2-5 us and a
   stream synchronisation;
-* 50 GB/s pinned host-to-device and back (PCIe Gen5 x16, about 80% of 64 GB/s).
+* 50 GB/s pinned host-to-device and back (PCIe Gen5 x16, about 80% of 64 GB/s);
+* 65536 LR pixels (a 256x256 window) to fill it: an estimate, not a published figure.
+  cuDNN's implicit-GEMM kernels give a thread block 64-128 output pixels of a 32-64
+  channel layer; 132 SMs holding a few blocks each take 30-60 thousand pixels per wave,
+  and a few waves hide the tail of the last.
+
+``flops_scale`` charges a multiple of the model's FLOPs: a stand-in for a heavier
+network with the same receptive field and padding behaviour (an ESRGAN-class
+RRDBNet is about 370x ESPCN's FLOPs per pixel), for loads where the device, not the
+host, is the bound. What it returns is still the model's own (or nearest) pixels.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +66,7 @@ class Profile:
     half_flops: float  # the same in fp16/bf16
     per_batch_s: float
     link_bytes_s: float
+    full_px: int  # LR pixels per batch that fill the device; a smaller batch computes as slowly as this many
     source: str
 
 
@@ -64,7 +76,9 @@ H200 = Profile(
     half_flops=0.25 * 989e12,
     per_batch_s=60e-6,
     link_bytes_s=50e9,
-    source="published H200 SXM figures (494/989 TFLOP/s dense TF32/fp16, PCIe Gen5), a quarter of peak; not measured",
+    full_px=1 << 16,
+    source="published H200 SXM figures (494/989 TFLOP/s dense TF32/fp16, PCIe Gen5), a quarter of peak; "
+    "the pixels that fill it estimated from its 132 SMs; not measured",
 )
 PROFILES = {p.name: p for p in (H200,)}
 
@@ -101,6 +115,7 @@ class SimulatedAccelerator:
 
     profile: Profile = H200
     exact: bool = False
+    flops_scale: float = 1.0  # charge this many times the model's FLOPs (a heavier network's stand-in)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -124,9 +139,10 @@ class SimulatedAccelerator:
         shape = self.model_shape(module, size)
         rate = self.profile.fp32_flops if precision == "fp32" else self.profile.half_flops
         pixels = windows.shape[0] * windows.shape[1] * windows.shape[2]
+        occupied = max(pixels, self.profile.full_px)  # a batch too small to fill the device leaves SMs idle
         return (
             self.profile.per_batch_s
-            + shape.flops_per_px * pixels / rate
+            + self.flops_scale * shape.flops_per_px * occupied / rate
             + (windows.nbytes + out_bytes) / self.profile.link_bytes_s
         )
 
@@ -137,10 +153,11 @@ class SimulatedAccelerator:
         *,
         precision: str = "fp32",
         size: tuple[int, int] | None = None,
+        valid: Sequence[tuple[int, int]] | None = None,
     ) -> SimPending:
         called = self.clock()  # the device starts then; the host's copy of the answer overlaps it, as a D2H would
         if self.exact:
-            out = predict(module, windows, device=self.device, precision="fp32", size=size)
+            out = predict(module, windows, device=self.device, precision="fp32", size=size, valid=valid)
         else:
             out = self._nearest(windows, size or self._out_size(module, windows, size))
         seconds = self.seconds(module, windows, out.nbytes, precision=precision, size=size)

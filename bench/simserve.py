@@ -2,6 +2,7 @@
 
     python -m bench.simserve --port 8000 --profile h200          # from the checkout
     python -m bench.simserve --profile h200 --exact             # the real models' pixels (costs host CPU)
+    python -m bench.simserve --profile h200 --flops-scale 370   # as if the model were ESRGAN-class
 
 Everything is the production server (HTTP, admission, planner, batching, codecs,
 metrics) except the device: batches go to :mod:`bench.sim_accelerator`, which
@@ -32,11 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="overrides SR_HOST")
     p.add_argument("--profile", choices=sorted(PROFILES), default="h200")
     p.add_argument("--exact", action="store_true", help="the real models' output, computed on the host CPU")
+    p.add_argument(
+        "--flops-scale",
+        type=float,
+        default=1.0,
+        help="charge this many times each model's FLOPs: a heavier network's stand-in (see bench/sim_accelerator.py)",
+    )
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides, device="cpu")
     keep_large_allocations()  # as the srserve CLI does
-    serve(settings, runner=SimulatedAccelerator(PROFILES[args.profile], exact=args.exact))
+    device = SimulatedAccelerator(PROFILES[args.profile], exact=args.exact, flops_scale=args.flops_scale)
+    serve(settings, runner=device)
     return 0
 
 

@@ -55,12 +55,17 @@ def test_the_flops_are_the_models_own(espcn: nn.Module) -> None:
     device = SimulatedAccelerator(H200)
     convs = [m for m in espcn.modules() if isinstance(m, nn.Conv2d)]
     macs_per_px = sum(c.weight.numel() for c in convs)  # every convolution of ESPCN runs at LR resolution
-    windows = np.zeros((1, 100, 100, 3), np.uint8)
-    compute = (
-        device.seconds(espcn, windows, 0, precision="fp32") - H200.per_batch_s - windows.nbytes / H200.link_bytes_s
-    )
-    assert compute * H200.fp32_flops / 100**2 == pytest.approx(2 * macs_per_px, rel=0.05)
+    windows = np.zeros((1, 300, 300, 3), np.uint8)  # above the pixels that fill the device
+
+    def compute(windows: np.ndarray) -> float:
+        seconds = device.seconds(espcn, windows, 0, precision="fp32")
+        return seconds - H200.per_batch_s - windows.nbytes / H200.link_bytes_s
+
+    assert compute(windows) * H200.fp32_flops / 300**2 == pytest.approx(2 * macs_per_px, rel=0.05)
     assert device.seconds(espcn, windows, 0, precision="fp16") < device.seconds(espcn, windows, 0, precision="fp32")
+    # A batch too small to fill the device computes as slowly as one that just fills it.
+    small = np.zeros((2, 32, 32, 3), np.uint8)
+    assert compute(small) * H200.fp32_flops / H200.full_px == pytest.approx(2 * macs_per_px, rel=0.05)
 
 
 def test_exact_mode_gives_the_models_pixels(espcn: nn.Module) -> None:
