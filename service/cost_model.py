@@ -101,6 +101,45 @@ class CostModel:
             known = self._window_seconds[area] = area * self.per_pixel(area, self.best_batch(area))
         return known
 
+    @cached_property
+    def _batch_curves(self) -> dict[tuple[int, int], list[float]]:
+        return {}
+
+    def batch_curve(self, area: int, limit: int) -> list[float]:
+        """Seconds of a batch of 0, 1, ... ``limit`` windows of ``area`` pixels: linear between the measured
+        batch sizes (and beyond the largest), never decreasing."""
+        key = (area, limit)
+        known = self._batch_curves.get(key)
+        if known is not None:
+            return known
+        points = sorted(b for b in self._curves if b <= limit) or [1]
+        times = {b: b * area * self.per_pixel(area, b) for b in points}
+        curve, top = [0.0], 0.0
+        for b in range(1, limit + 1):
+            lo = max((p for p in points if p <= b), default=points[0])
+            hi = min((p for p in points if p >= b), default=None)
+            if hi is None:  # beyond the largest measured batch: its cost per window
+                t = times[lo] * b / lo
+            elif hi == lo or b < lo:
+                t = times[hi] * b / hi if b < lo else times[lo]
+            else:
+                t = times[lo] + (b - lo) / (hi - lo) * (times[hi] - times[lo])
+            top = max(top, t)
+            curve.append(top)
+        self._batch_curves[key] = curve
+        return curve
+
+    def added_seconds(self, area: int, count: int, *, queued: int, limit: int) -> float:
+        """What ``count`` more windows of ``area`` pixels add to a queue already holding ``queued`` of their
+        shape, in batches of at most ``limit``: the first window of a batch pays what a batch costs
+        alone, the others only what they add to it."""
+        curve = self.batch_curve(area, limit)
+        total = 0.0
+        for i in range(count):
+            m = (queued + i) % limit
+            total += curve[m + 1] - curve[m]
+        return total
+
 
 def probe_sides(max_side: int) -> list[int]:
     """Square window sides worth timing: powers of two up to ``max_side``, and ``max_side``."""
