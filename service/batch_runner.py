@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from srserve.models.imageops import from_float, to_float
 from srserve.service.cpu_lanes import CpuLanes
-from srserve.service.inference import AUTOCAST_DTYPES, predict
+from srserve.service.inference import AUTOCAST_DTYPES, predict, run_masked
 from srserve.service.pixels import max_value
 
 #: Pinned buffers kept for reuse, by (shape, dtype): enough for the shapes a server sees at once.
@@ -46,7 +47,13 @@ class Runner(Protocol):
     overlaps: bool  # launch returns before the batch is done: the worker prepares the next one meanwhile
 
     def launch(
-        self, module: nn.Module, windows: np.ndarray, *, precision: str = "fp32", size: tuple[int, int] | None = None
+        self,
+        module: nn.Module,
+        windows: np.ndarray,
+        *,
+        precision: str = "fp32",
+        size: tuple[int, int] | None = None,
+        valid: Sequence[tuple[int, int]] | None = None,
     ) -> Launch: ...
 
 
@@ -108,15 +115,26 @@ class BatchRunner:
             self._free.popitem(last=False)
 
     def launch(
-        self, module: nn.Module, windows: np.ndarray, *, precision: str = "fp32", size: tuple[int, int] | None = None
+        self,
+        module: nn.Module,
+        windows: np.ndarray,
+        *,
+        precision: str = "fp32",
+        size: tuple[int, int] | None = None,
+        valid: Sequence[tuple[int, int]] | None = None,
     ) -> Pending:
-        """Start ``windows`` through ``module``; the returned :class:`Pending` yields the pixels."""
+        """Start ``windows`` through ``module``; the returned :class:`Pending` yields the pixels.
+
+        ``valid``: the unpadded size of each window padded to a bucket (see ``inference.predict``).
+        """
         if not self.overlaps:
 
             def run(part: np.ndarray) -> np.ndarray:
-                return predict(module, part, device=self.device, precision=precision, size=size)
+                return predict(module, part, device=self.device, precision=precision, size=size, valid=valid)
 
-            lanes = self.lanes if self.lanes is not None and len(windows) > 1 else None
+            # A padded batch runs in one call: its masks are per batch, on the module itself.
+            split = self.lanes is not None and len(windows) > 1 and valid is None
+            lanes = self.lanes if split else None
             start = time.perf_counter()
             result = lanes.map(run, windows) if lanes is not None else run(windows)
             return Pending(result=result, device_s=time.perf_counter() - start)
@@ -132,7 +150,7 @@ class BatchRunner:
         with torch.cuda.stream(self._stream), torch.inference_mode():
             started.record(self._stream)
             batch = to_float(host_in.to(self.device, non_blocking=True), peak)
-            with autocast:
+            with autocast, run_masked(module, valid, windows.shape[1:3]):
                 out = module(batch, size) if size is not None else module(batch)
             values = from_float(out.float(), peak).to(torch.uint8 if peak == 255 else torch.int32)
             host_out = self._take(tuple(values.shape), values.dtype)

@@ -94,18 +94,21 @@ class Backlog(Generic[T]):
         self._groups.setdefault(key, _Group()).add(owner, item, now, rank)
         self._size += 1
 
-    def take(self, max_items: int, max_delay: float, now: float, flush: bool = False) -> list[T] | float | None:
+    def take(
+        self, max_items: int, max_delay: float, now: float, flush: bool = False, hold: bool = False
+    ) -> list[T] | float | None:
         """The next batch if one is due, else seconds until one will be (None when empty).
 
         Due: a group holds its batch limit, or its oldest item arrived
-        ``max_delay`` ago, or ``flush``. Among due groups, the one holding the
-        highest priority wins, then the one whose oldest item is oldest.
+        ``max_delay`` ago, or ``flush``; with ``hold`` (the device is busy anyway) only a full
+        group. Among due groups, the one holding the highest priority wins, then the one whose
+        oldest item is oldest.
         """
         due_key, due_rank, wait = None, None, None
         for key, group in self._groups.items():
             arrived = group.oldest()
             limit = self._limit(key) if self._limit else max_items
-            if flush or group.size >= limit or now - arrived >= max_delay:
+            if group.size >= limit or (not hold and (flush or now - arrived >= max_delay)):
                 rank = (group.top_rank(), arrived)
                 if due_rank is None or rank < due_rank:
                     due_key, due_rank = key, rank
@@ -121,6 +124,24 @@ class Backlog(Generic[T]):
         self._size -= len(batch)
         return batch
 
+    def top_up(self, n: int, fits: Callable[[Hashable, int], bool]) -> list[T]:
+        """Up to ``n`` items of the groups that ``fits(key, count)`` (oldest group first, each in its own
+        order): what may join a batch that is not full (windows padded to a shared shape). ``fits`` is
+        asked group by group, with how many would join, just before they are taken, so it may narrow as
+        the batch grows."""
+        out: list[T] = []
+        for key in sorted(self._groups, key=lambda k: self._groups[k].oldest()):
+            if len(out) >= n:
+                break
+            group = self._groups[key]
+            if not fits(key, min(group.size, n - len(out))):
+                continue
+            out += group.take(n - len(out))
+            if not group.size:
+                del self._groups[key]
+        self._size -= len(out)
+        return out
+
 
 def collect_batch(
     source: queue.Queue,
@@ -131,11 +152,15 @@ def collect_batch(
     clock: Callable[[], float] = time.monotonic,
     arriving: Callable[[], int] | None = None,
     block: bool = True,
+    hold_until: float | None = None,
 ) -> list[T] | None:
     """Block until a batch is due and return it; None once ``STOP`` arrived and all is flushed.
 
     With ``block=False`` it returns ``[]`` at once when no batch is due yet (a
     worker with a batch still on the device asks this way before waiting for it).
+    ``hold_until`` (with ``block=False``): the device is busy until about then, so a partial
+    batch waits for company until that time at no cost; only a full one is released before,
+    and ``[]`` comes back at that time if none is due.
 
     Each message on ``source`` is a :class:`Message` (one request's tiles), a
     plain iterable of ``(key, item)`` pairs (rank 0), or ``STOP``. Deadlines use
@@ -145,15 +170,22 @@ def collect_batch(
     """
     while True:
         idle = arriving is not None and arriving() == 0
-        ready = backlog.take(max_items, max_delay, clock(), flush=backlog.stopping or idle)
+        now = clock()
+        holding = hold_until is not None and now < hold_until and not backlog.stopping
+        ready = backlog.take(max_items, max_delay, now, flush=backlog.stopping or idle, hold=holding)
         if isinstance(ready, list):
             return ready
         if backlog.stopping and ready is None:
             return None
         try:
-            # timeout None: block until something arrives
-            message = source.get(timeout=ready) if block else source.get_nowait()
+            if holding:  # wait for more work until the device is free, then ask once more without holding
+                message = source.get(timeout=max(0.0, hold_until - now))  # type: ignore[operator]
+            else:
+                # timeout None: block until something arrives
+                message = source.get(timeout=ready) if block else source.get_nowait()
         except queue.Empty:
+            if holding:
+                continue
             if not block:
                 return []
             continue

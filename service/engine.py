@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from srserve.service import precision
+from srserve.service import buckets, padding, precision
 from srserve.service.admission import Prediction, Priority, QueueFull, Ticket, WaitPredictor
 from srserve.service.batch_runner import BatchRunner, Runner
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
@@ -36,9 +36,12 @@ from srserve.service.model_pool import ModelEntry, ModelPool
 from srserve.service.planner import Plan
 from srserve.service.priority import lower_this_thread
 from srserve.service.routing import Route
-from srserve.service.windows import new_output, place, plan_windows, stack_windows
+from srserve.service.windows import new_output, place, plan_windows, stack_windows, valid_sizes
 
 log = logging.getLogger("srserve.engine")
+
+#: Host time kept to stack and launch the next batch before the device is predicted free.
+HOLD_MARGIN_S = 0.001
 
 
 class Engine:
@@ -57,6 +60,7 @@ class Engine:
         lanes: on a CPU, the threads a batch's windows run on side by side (None: the worker alone).
         runner: runs the batches instead of a :class:`BatchRunner` on ``pool.device`` (the bench's simulated
             accelerator; never set by the service itself).
+        use_buckets: let warm-up choose shared window shapes where batching pays (see :mod:`srserve.service.buckets`).
     """
 
     def __init__(
@@ -73,8 +77,10 @@ class Engine:
         thread_nice: int = 0,
         lanes: CpuLanes | None = None,
         runner: Runner | None = None,
+        use_buckets: bool = True,
     ) -> None:
         self.clock = clock
+        self.use_buckets = use_buckets
         self.thread_nice = thread_nice  # the worker yields the cores to the event loop (see priority)
         self.pool = pool
         self.metrics = metrics
@@ -84,6 +90,8 @@ class Engine:
         self.max_queue_wait_s = max_queue_wait_s
         self._source: queue.Queue = queue.Queue()
         self._batch_limits: dict[tuple, int] = {}  # group key -> largest batch worth forming
+        # Windows queued per route and shape: what a new window would batch with.
+        self._queued_shapes: dict[tuple, dict[tuple, int]] = {}
         self._backlog: Backlog[Work] = Backlog(limit=lambda key: self._batch_limits.get(key, max_batch_tiles))
         self._lock = threading.Lock()  # guards the counters below
         self._queued = 0
@@ -92,6 +100,7 @@ class Engine:
         self.lanes = lanes if pool.device.type == "cpu" and runner is None else None
         self.runner: Runner = runner or BatchRunner(pool.device, self.lanes)
         self._last_done = 0.0  # when the previous batch's results were in
+        self._device_ratio = 1.0  # device seconds over the cost model's, lately (how long the worker may hold)
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
         metrics.queue_capacity.set(max_queue_tiles)
         if math.isfinite(max_queue_wait_s):
@@ -140,7 +149,21 @@ class Engine:
 
     def plan_for(self, route: Route, height: int, width: int) -> Plan:
         """The windows this image is cut into (one untiled piece for whole-image resizes)."""
-        return plan_windows(route, height, width, self.pool.window)
+        entry = route.entry
+
+        def queued(window: tuple[int, int]) -> int:
+            """Windows queued now that one of ``window`` would batch with (its shape, or one it merges with)."""
+            shapes = self._queued_shapes.get(route.key)
+            if not shapes:
+                return 0
+            limit = buckets.batch_limit(entry.cost, window)
+            return sum(
+                n
+                for shape, n in tuple(shapes.items())  # a copy: the worker changes it
+                if shape == window or (len(shape) == 2 and buckets.mergeable(entry.cost, shape, window, limit))
+            )
+
+        return plan_windows(route, height, width, self.pool.window, queued)
 
     def predicted_wait(self, priority: Priority = Priority.NORMAL) -> float:
         """Seconds a request queued now would wait before its first window computes."""
@@ -327,7 +350,11 @@ class Engine:
                 best = min(best, self.lanes.lanes)
             self._batch_limits[key] = max(1, min(self.max_batch_tiles, best))
         per_window = plan.seconds / len(plan.tiles)
-        return [(key, Work(job, route, t, per_window, factor * per_window, job.rank)) for t in plan.tiles]
+        with self._lock:
+            shapes = self._queued_shapes.setdefault(route.key, {})
+            shapes[shape] = shapes.get(shape, 0) + len(plan.tiles)
+        work = [Work(job, route, t, per_window, factor * per_window, job.rank, plan.window, key) for t in plan.tiles]
+        return [(key, w) for w in work]
 
     def _next_stage(self, job: Job) -> None:
         """(Worker) queue the next model of a chained job on the output of the one just done."""
@@ -374,9 +401,26 @@ class Engine:
             side = entry.max_window(self.pool.window)
             lanes = self.lanes.lanes if self.lanes is not None else 1
             entry.cost = measure(run, max_side=side, max_batch=self.max_batch_tiles, lanes=lanes)
+            entry.buckets = self._bucket_sides(entry, side)
             log.info("measured %s x%d in %.1f s", entry.name, int(entry.scale), time.monotonic() - started)
         if self.pool.device.type == "cuda":
             torch.cuda.synchronize(self.pool.device)
+
+    def _bucket_sides(self, entry: ModelEntry, max_side: int) -> tuple[int, ...]:
+        """Shared window shapes where the measured cost says batching pays and padding is exact (buckets)."""
+        if not self.use_buckets:
+            return ()
+        gain = buckets.batch_gain(entry.cost)
+        sides = buckets.sides_for(entry.cost, halo=entry.radius, max_side=max_side)
+        if sides and (entry.grid != 1 or not padding.pads_exactly(entry.module)):
+            log.info("%s x%d: windows fit each image (padding is not exact for it)", entry.name, int(entry.scale))
+            return ()
+        if sides:
+            log.info(
+                "%s x%d: bucket windows of %d-%d px (a full batch %.1fx cheaper per pixel than one window)",
+                *(entry.name, int(entry.scale), sides[0], sides[-1], gain),
+            )
+        return sides
 
     def _choose_precision(self, entry: ModelEntry) -> None:
         images = precision.probe_images()
@@ -391,6 +435,7 @@ class Engine:
     def _run(self) -> None:
         lower_this_thread(self.thread_nice)
         inflight: Launched | None = None  # on the device while the next batch is prepared (CUDA)
+        free_at = 0.0  # when the device should finish what is launched, by the cost model
         while True:
             batch = collect_batch(
                 self._source,
@@ -400,27 +445,83 @@ class Engine:
                 arriving=lambda: self._arriving,
                 block=inflight is None,
                 clock=self.clock,
+                # While the device is busy a partial batch waits for company at no cost, until just
+                # before it is free (the host needs that long to stack and launch the next).
+                hold_until=free_at - HOLD_MARGIN_S if inflight is not None else None,
             )
             if batch is None:
                 if inflight is not None:
                     self._complete(inflight)
                 return
+            if batch:
+                batch = self._top_up(batch)
             launched = self._start(batch) if batch else None  # on CUDA: runs while the previous one finishes
             del batch
+            begins = launched.start if launched is not None else 0.0  # on the device, behind the one before
             if inflight is not None:
                 self._complete(inflight)
                 inflight = None
+                begins = max(begins, self.clock())
             if launched is not None:
                 if self.runner.overlaps:
                     inflight = launched
+                    launched.device_s = self._device_seconds(launched.items)
+                    free_at = begins + self._device_ratio * launched.device_s
                 else:
                     self._complete(launched)
             del launched  # let finished jobs' arrays go now, not when the next batch arrives
+
+    def _top_up(self, batch: list[Work]) -> list[Work]:
+        """A bucketed batch that is not full takes windows of its route's other buckets, all padded to the
+        smallest shape that holds them (exact, as padding is for the model), where the cost model says the
+        joined batch is no dearer than the two apart (a GPU batch below the size that fills the device
+        costs the same however many of its pixels are padding) and that shape is at most MERGE_AREA
+        times each joined bucket's area."""
+        first = batch[0]
+        route_key, shape = first.key
+        limit = self._batch_limits.get(first.key, self.max_batch_tiles)
+        cost = first.route.entry.cost
+        if not first.route.entry.buckets or not first.route.tiled or len(batch) >= limit:
+            return batch
+        union, smallest, count = tuple(shape), shape[0] * shape[1], len(batch)
+
+        def seconds(window: tuple[int, int], n: int) -> float:
+            return cost.batch_curve(window[0] * window[1], limit)[n]
+
+        def fits(key: tuple, joining: int) -> bool:
+            nonlocal union, smallest, count
+            if key[0] != route_key or len(key[1]) != 2:
+                return False
+            other = key[1]
+            grown = (max(union[0], other[0]), max(union[1], other[1]))
+            least = min(smallest, other[0] * other[1])
+            if grown[0] * grown[1] > buckets.MERGE_AREA * least:
+                return False
+            if seconds(grown, count + joining) > seconds(union, count) + seconds(other, joining):
+                return False
+            union, smallest, count = grown, least, count + joining
+            return True
+
+        return batch + self._backlog.top_up(limit - len(batch), fits)
+
+    def _device_seconds(self, items: list[Work]) -> float:
+        """What the cost model expects a batch of these windows to take (at their shared shape)."""
+        h, w = max(w.window[0] for w in items), max(w.window[1] for w in items)
+        limit = max(self.max_batch_tiles, len(items))
+        return items[0].route.entry.cost.batch_curve(h * w, limit)[len(items)]
 
     def _start(self, batch: list[Work]) -> Launched | None:
         """Account for a collected batch, drop dead work, and launch the rest."""
         with self._lock:
             self._queued -= len(batch)
+            for work in batch:  # one key a batch, and the buckets that topped it up
+                route_key, shape = work.key
+                shapes = self._queued_shapes.get(route_key, {})
+                left = shapes.get(shape, 0) - 1
+                if left > 0:
+                    shapes[shape] = left
+                else:
+                    shapes.pop(shape, None)
             costs = [(w.rank, w.cost_s) for w in batch]
             cost_s = self._waits.started(costs, self.clock(), queue_empty=not self._queued)
             self._publish_queue_locked()
@@ -468,10 +569,16 @@ class Engine:
             if job.started is None:
                 job.started = start
                 self.metrics.queue_wait.labels(entry.name).observe(start - job.enqueued)
-        windows = stack_windows([(w.job.pixels, w.tile) for w in items])
-        size = route.size_for(windows.shape[1:3])
+        # One shape a batch: its bucket, which smaller buckets' windows topped it up to (see _top_up).
+        window = (max(w.window[0] for w in items), max(w.window[1] for w in items))
+        extra = sum(window[0] * window[1] - w.window[0] * w.window[1] for w in items)
+        if extra:  # padding beyond the windows' own plans
+            self.metrics.computed_pixels.labels(entry.name).inc(extra)
+        windows = stack_windows([(w.job.pixels, w.tile) for w in items], window)
+        size = route.size_for(window)
+        valid = valid_sizes([w.tile for w in items], window)
         try:
-            pending = self.runner.launch(entry.module, windows, precision=entry.precision, size=size)
+            pending = self.runner.launch(entry.module, windows, precision=entry.precision, size=size, valid=valid)
         except Exception as e:
             self._batch_failed(items, jobs, e, split=True)
             return None
@@ -521,6 +628,8 @@ class Engine:
         self.metrics.batch_compute.labels(route.entry.name).observe(elapsed)
         device_s = launched.pending.device_s
         self.metrics.device_busy.inc(elapsed if device_s is None else device_s)
+        if device_s and launched.device_s:  # how the device's own times run against the cost model's
+            self._device_ratio += 0.2 * (min(10.0, max(0.1, device_s / launched.device_s)) - self._device_ratio)
         self.metrics.batch_tiles.labels(route.entry.name).observe(len(items))
         for job in jobs:
             job.compute_s += elapsed

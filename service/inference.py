@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from srserve.models.imageops import from_float, to_float
+from srserve.service.padding import masked
 from srserve.service.pixels import max_value
 
 AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -21,8 +23,12 @@ def predict(
     device: torch.device,
     precision: str = "fp32",
     size: tuple[int, int] | None = None,
+    valid: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """Upscale ``(N, h, w, 3)`` uint8/uint16 windows; returns ``(N, H, W, 3)`` of the same dtype.
+
+    ``valid``: each window's unpadded (h, w) from its top-left, for windows padded to a shared
+    bucket (:mod:`srserve.service.padding`); their outputs there equal the unpadded ones'.
 
     Integer pixels travel to the device (through pinned memory on CUDA) and are
     converted there, which moves a quarter of the bytes float32 would.
@@ -41,10 +47,17 @@ def predict(
     batch = to_float(host.to(device, non_blocking=True), peak)
     dtype = AUTOCAST_DTYPES[precision] if device.type == "cuda" else None
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast, run_masked(model, valid, windows.shape[1:3]):
         out = model(batch, size) if size is not None else model(batch)
     values = from_float(out.float(), peak).to(torch.uint8 if peak == 255 else torch.int32)
     return values.cpu().numpy().astype(out_dtype, copy=False)
+
+
+def run_masked(
+    model: nn.Module, valid: Sequence[tuple[int, int]] | None, window: tuple[int, int]
+) -> contextlib.AbstractContextManager:
+    """:func:`~srserve.service.padding.masked` for padded windows; nothing for unpadded ones."""
+    return masked(model, valid, tuple(window)) if valid is not None else contextlib.nullcontext()
 
 
 def _copy_resize(

@@ -101,6 +101,7 @@ class Launched:
     start: float
     pending: Pending
     cost_s: float = 0.0  # its predicted seconds, for the admission's account of the device
+    device_s: float = 0.0  # the cost model's seconds for it on the device (before calibration)
 
 
 @dataclass(eq=False)
@@ -111,6 +112,8 @@ class Work:
     planned_s: float  # the cost model's prediction for this window
     cost_s: float  # the same, calibrated when queued: what it adds to the wait
     rank: int
+    window: tuple[int, int] = (0, 0)  # the shape it runs at: its bucket when padded
+    key: tuple = ()  # the batch key it is queued under
 
 
 def is_oom(error: BaseException) -> bool:

@@ -40,6 +40,7 @@ class ModelEntry:
         return max(configured, self.min_window)
 
     cost: CostModel = field(default_factory=CostModel)  # measured at warm-up; the flat prior until then
+    buckets: tuple[int, ...] = ()  # bucket sides chosen at warm-up (service/buckets.py); (): exact-fit windows
 
     @property
     def scale(self) -> float:

@@ -85,7 +85,9 @@ def run_padded(module: nn.Module, images: Sequence[torch.Tensor], window: tuple[
 def pads_exactly(module: nn.Module, *, tolerance: float = 1e-4, seed: int = 0) -> bool:
     """Whether ``module``'s padded, masked windows give its whole-image output (float, within ``tolerance``)."""
     gen = torch.Generator().manual_seed(seed)
-    images = [torch.rand(3, h, w, generator=gen) for h, w in ((21, 34), (40, 17))]
+    param = next(module.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    images = [torch.rand(3, h, w, generator=gen).to(device) for h, w in ((21, 34), (40, 17))]
     with torch.inference_mode():
         whole = [module(im[None])[0] for im in images]
         padded = run_padded(module, images, (48, 48))

@@ -36,6 +36,8 @@ class Plan:
         rows, cols: windows along each axis; all windows share ``window`` (h, w).
         tiles: row-major; ``(None,)`` for an image that runs whole and untiled.
         seconds: predicted compute time (uncalibrated).
+        bucketed: ``window`` is a shared bucket shape (:mod:`srserve.service.buckets`); a tile's spans are
+            its valid part, the rest of the window is padding.
     """
 
     height: int
@@ -45,6 +47,7 @@ class Plan:
     window: tuple[int, int]
     tiles: tuple[Tile, ...] | tuple[None]
     seconds: float
+    bucketed: bool = False
 
     @property
     def image_pixels(self) -> int:
@@ -61,7 +64,8 @@ class Plan:
     def describe(self) -> str:
         """For the ``X-Tile-Plan`` header: ``2x3 windows of 260x200; computed 1.045x``."""
         h, w = self.window
-        return f"{self.rows}x{self.cols} windows of {w}x{h}; computed {self.overhead:.3f}x"
+        kind = "bucket windows" if self.bucketed else "windows"
+        return f"{self.rows}x{self.cols} {kind} of {w}x{h}; computed {self.overhead:.3f}x"
 
 
 def whole(height: int, width: int, cost: CostModel) -> Plan:

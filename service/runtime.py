@@ -66,6 +66,7 @@ class Runtime:
             thread_nice=settings.worker_nice,
             lanes=self.lanes,
             runner=runner,
+            use_buckets=settings.buckets,
         )
         self.codecs = Codecs(
             png_encoder=settings.png_encoder,

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     tile_size: int = Field(
         1024, ge=16, description="largest LR window side; the planner cuts images into windows up to this"
     )
+    buckets: bool = Field(
+        True,
+        description="windows of different uploads padded to shared shapes so that they batch, for models whose"
+        " measured cost says batching pays (a GPU) and whose padding is exact; off: windows fit each image",
+    )
     max_batch_tiles: int = Field(16, ge=1)
     max_batch_delay_ms: float = Field(5.0, ge=0)
     max_queue_wait_s: float = Field(

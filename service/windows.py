@@ -7,12 +7,12 @@ and the reference in tests), so both stitch the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from srserve.service import planner
+from srserve.service import buckets, planner
 from srserve.service.inference import predict
 from srserve.service.model_pool import ModelPool
 from srserve.service.planner import Plan
@@ -20,13 +20,28 @@ from srserve.service.routing import Route
 from srserve.service.tiling import Tile, cut, paste
 
 
-def plan_windows(route: Route, height: int, width: int, max_side: int) -> Plan:
-    """The windows this image is cut into (one untiled piece for whole-image resizes)."""
+def plan_windows(
+    route: Route,
+    height: int,
+    width: int,
+    max_side: int,
+    queued: Callable[[tuple[int, int]], int] | None = None,
+) -> Plan:
+    """The windows this image is cut into (one untiled piece for whole-image resizes).
+
+    ``queued``: windows of a shape waiting now on this route, which prices a bucketed plan
+    against the exact fit (see :func:`srserve.service.buckets.choose`); None: an empty queue.
+    """
     entry = route.entry
     if not route.tiled:
         return planner.whole(height, width, entry.cost)
     side = entry.max_window(max_side)
-    return planner.choose(height, width, halo=entry.radius, max_side=side, cost=entry.cost, align=entry.grid)
+    exact = planner.choose(height, width, halo=entry.radius, max_side=side, cost=entry.cost, align=entry.grid)
+    if not entry.buckets:
+        return exact
+    return buckets.choose(
+        exact, halo=entry.radius, sides=entry.buckets, cost=entry.cost, queued=queued or (lambda window: 0)
+    )
 
 
 def new_output(route: Route, pixels: np.ndarray, *, as_image: bool = False) -> np.ndarray | Image.Image:
@@ -42,9 +57,31 @@ def new_output(route: Route, pixels: np.ndarray, *, as_image: bool = False) -> n
     return np.empty((*route.out_size, 3), dtype=pixels.dtype)
 
 
-def stack_windows(pieces: Sequence[tuple[np.ndarray, Tile | None]]) -> np.ndarray:
-    """One batch from (image pixels, its window; None for the whole image) pairs of one shape."""
-    return np.stack([cut(pixels, tile) if tile is not None else pixels for pixels, tile in pieces])
+def stack_windows(
+    pieces: Sequence[tuple[np.ndarray, Tile | None]], window: tuple[int, int] | None = None
+) -> np.ndarray:
+    """One batch from (image pixels, its window; None for the whole image) pairs.
+
+    ``window``: the bucket shape every piece is padded to at its bottom and right, by repeating its
+    last row and column (see :mod:`srserve.service.padding`); None: the pieces share one shape.
+    """
+    cuts = [cut(pixels, tile) if tile is not None else pixels for pixels, tile in pieces]
+    if window is None:
+        return np.stack(cuts)
+    first = cuts[0]
+    out = np.empty((len(cuts), *window, first.shape[2]), dtype=first.dtype)
+    for slot, piece in zip(out, cuts, strict=True):
+        h, w = piece.shape[:2]
+        slot[:h, :w] = piece
+        slot[:h, w:] = piece[:, -1:]
+        slot[h:] = slot[h - 1 : h]
+    return out
+
+
+def valid_sizes(pieces: Sequence[Tile | None], window: tuple[int, int]) -> list[tuple[int, int]] | None:
+    """The valid (h, w) of each padded piece of a batch of ``window``; None when none is padded."""
+    sizes = [t.shape if t is not None else window for t in pieces]
+    return sizes if any(s != window for s in sizes) else None
 
 
 def place(out: np.ndarray | Image.Image, tile: Tile | None, result: np.ndarray, scale: int) -> None:
@@ -65,9 +102,11 @@ def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: in
     tiles = plan.tiles
     for i in range(0, len(tiles), batch_tiles):  # a plan's windows share one shape
         chunk = tiles[i : i + batch_tiles]
-        windows = stack_windows([(pixels, t) for t in chunk])
+        bucket = plan.window if plan.bucketed else None
+        windows = stack_windows([(pixels, t) for t in chunk], bucket)
         size = route.size_for(windows.shape[1:3])
-        results = predict(entry.module, windows, device=pool.device, precision=entry.precision, size=size)
+        valid = valid_sizes(chunk, plan.window) if plan.bucketed else None
+        results = predict(entry.module, windows, device=pool.device, precision=entry.precision, size=size, valid=valid)
         for tile, result in zip(chunk, results, strict=True):
             place(out, tile, result, route.scale)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
 
@@ -156,3 +157,47 @@ def test_per_key_batch_limits() -> None:
     assert backlog.take(8, max_delay=60.0, now=1.0) == [1]
     assert backlog.take(8, max_delay=60.0, now=1.0) == [2]
     assert backlog.take(8, max_delay=60.0, now=1.0) == [10, 11, 12]
+
+
+def test_while_the_device_is_busy_a_partial_batch_waits_for_company() -> None:
+    """hold_until: only a full batch leaves before the device is free; then the partial one, with what joined."""
+    q: queue.Queue = queue.Queue()
+    q.put([("k", 1)])
+    timer = threading.Timer(0.03, lambda: q.put([("k", 2)]))
+    timer.start()
+    started = time.monotonic()
+    # Past its 1 ms delay and with nobody arriving, it would go at once; held until the device is free.
+    batch = collect_batch(
+        q, Backlog(), max_items=8, max_delay=0.001, arriving=lambda: 0, block=False, hold_until=started + 0.06
+    )
+    assert batch == [1, 2] and time.monotonic() - started >= 0.055
+
+
+def test_a_full_batch_does_not_wait_for_the_device() -> None:
+    q: queue.Queue = queue.Queue()
+    q.put([("k", i) for i in range(4)])
+    clock = FakeClock()
+    assert collect_batch(q, Backlog(), max_items=4, max_delay=1.0, clock=clock, block=False, hold_until=200.0) == [
+        0,
+        1,
+        2,
+        3,
+    ]
+
+
+def test_a_batch_not_full_is_topped_up_oldest_group_first_as_fits_allows() -> None:
+    backlog: Backlog[str] = Backlog()
+    backlog.add("b", "b1", now=2.0)
+    backlog.add("a", "a1", now=1.0)
+    backlog.add("a", "a2", now=1.5)
+    backlog.add("c", "c1", now=3.0)
+    asked: list[tuple[str, int]] = []
+
+    def fits(key: object, count: int) -> bool:
+        asked.append((str(key), count))
+        return key != "b"
+
+    assert backlog.top_up(2, fits) == ["a1", "a2"]
+    assert asked == [("a", 2)] and len(backlog) == 2  # full after the oldest group: nothing more asked
+    assert backlog.top_up(5, fits) == ["c1"] and asked[1:] == [("b", 1), ("c", 1)]
+    assert len(backlog) == 1

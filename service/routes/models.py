@@ -36,6 +36,11 @@ class Tiling(BaseModel):
     max_window: int
     halo: int
     cost_measured: bool
+    buckets: list[int] = Field(
+        default_factory=list,
+        description="window sides shared across uploads so that they batch, chosen at warm-up where the "
+        "measured cost says batching pays and padding is exact for the model; empty: windows fit each image",
+    )
     plans: list[PlanExample]
 
 
@@ -44,11 +49,17 @@ def tiling(engine: Engine, route: Route) -> Tiling:
     for h, w in EXAMPLE_SIZES:
         plan = engine.plan_for(route, h, w)
         rows, cols = plan.rows, plan.cols
-        windows = f"{rows}x{cols} of {plan.window[1]}x{plan.window[0]}"
+        windows = f"{rows}x{cols} {'bucket ' if plan.bucketed else ''}of {plan.window[1]}x{plan.window[0]}"
         plans.append(PlanExample(size=f"{w}x{h}", windows=windows, computed=round(plan.overhead, 4)))
     entry = route.entry
     max_window = entry.max_window(engine.pool.window)
-    return Tiling(max_window=max_window, halo=entry.radius, cost_measured=entry.cost.measured, plans=plans)
+    return Tiling(
+        max_window=max_window,
+        halo=entry.radius,
+        cost_measured=entry.cost.measured,
+        buckets=list(entry.buckets),
+        plans=plans,
+    )
 
 
 class Variant(BaseModel):
