@@ -10,8 +10,11 @@ from one set (:data:`SIDES`, multiples of 8 about 1.14x apart): an axis no longe
 a side is one window, padded at its end (see :mod:`srserve.service.padding`, which makes
 padded windows compute exactly what the whole image would); a longer one is cut into
 evenly spread windows of exactly that side. Which sides a model uses, and whether it
-uses buckets at all, is its measured cost model's answer (:func:`sides_for`); which
-bucket an image takes is the cheapest at a full batch (:func:`choose`).
+uses buckets at all, is its measured cost model's answer (:func:`sides_for`). Which cut
+an image takes, exact fit or a bucket, is priced at the queue as it is (:func:`choose`):
+what its windows add to the batches already forming. Windows of different buckets may
+still share a batch, padded to a shape holding them all, where the cost model says that
+is no dearer (:func:`mergeable`; the engine's worker tops up batches so).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ MIN_GAIN = 1.5
 MAX_OVERHEAD = 1.25
 #: Bucketed cuts priced (at full batches) within this of the cheapest are offered to the queue-aware choice.
 SHARE = 1.15
-#: The window area at which batching's gain is judged (the small windows that buckets are for).
+#: The default side at which batching's gain is judged (the small windows that buckets are for).
 PROBE_SIDE = 64
 
 
@@ -44,6 +47,7 @@ def batch_gain(cost: CostModel, side: int = PROBE_SIDE) -> float:
     return cost.per_pixel(area, 1) / cost.per_pixel(area, cost.best_batch(area))
 
 
+@functools.lru_cache(maxsize=65536)  # bucket areas are few: every image's cuts price the same ones
 def full_batch_seconds(cost: CostModel, area: int) -> float:
     """One window of ``area`` pixels as part of a full batch (what bucketing is for)."""
     return area * cost.per_pixel(area, cost.best_batch(area))
@@ -60,10 +64,13 @@ def sides_for(cost: CostModel, *, halo: int, max_side: int) -> tuple[int, ...]:
         return ()
     usable = [s for s in SIDES if 2 * halo < s <= max_side]
     paying = [s for s in usable if batch_gain(cost, s) >= MIN_GAIN]
-    return tuple(s for s in usable if paying and s <= paying[-1]) if paying and paying[0] == usable[0] else ()
+    if not paying or paying[0] != usable[0]:  # not even the smallest windows batch well: no buckets
+        return ()
+    return tuple(s for s in usable if s <= paying[-1])
 
 
-def _axis(length: int, halo: int, sides: tuple[int, ...]) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=8192)
+def _axis(length: int, halo: int, sides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """``(count, side)`` options for one axis: one padded window for each side that holds it, else
     the fewest windows of the side that cover it with ``halo``."""
     options = []
@@ -75,7 +82,7 @@ def _axis(length: int, halo: int, sides: tuple[int, ...]) -> list[tuple[int, int
         while window_length(length, count, halo) > side:  # rounding of the starts may need one more
             count += 1
         options.append((count, side))
-    return options
+    return tuple(options)
 
 
 def _spans(length: int, count: int, side: int, halo: int) -> list[Span]:
@@ -103,8 +110,9 @@ def cuts(height: int, width: int, *, halo: int, sides: tuple[int, ...], cost: Co
     if not sides:
         raise ValueError("no bucket sides")
     found = []
+    col_options = _axis(width, halo, sides)
     for rows, h in _axis(height, halo, sides):
-        for cols, w in _axis(width, halo, sides):
+        for cols, w in col_options:
             count = rows * cols
             found.append(Cut(count * full_batch_seconds(cost, h * w), count * h * w, rows, cols, (h, w)))
     # Where the pixels that fill the device cost the same however many are padding, padding is free by the
