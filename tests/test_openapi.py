@@ -23,7 +23,7 @@ CHECKS = ",".join(
         "response_schema_conformance",
     ]
 )
-ENV = {"SR_TILE_SIZE": "64", "SR_MAX_INPUT_PIXELS": "250000", "SR_MAX_OUTPUT_PIXELS": "1000000"}
+ENV = {"SR_TILE_SIZE": "64", "SR_MAX_INPUT_PIXELS": "250000", "SR_MAX_OUTPUT_PIXELS": "1000000", "SR_WARMUP": "false"}
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ from tests.slow_model import slow_weights_dir
 
 pytestmark = pytest.mark.slow  # real server processes
 
-FAST = {"SR_TILE_SIZE": "64", "SR_MAX_BATCH_DELAY_MS": "5"}
+# Warm-up (the cost measurement, 13 s a start here) is not what these tests are about.
+FAST = {"SR_TILE_SIZE": "64", "SR_MAX_BATCH_DELAY_MS": "5", "SR_WARMUP": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_completes(tmp_path: Path)
     n = 40
     for i in range(n):
         imagegen.rgb(90, 90, seed=i).save(src / f"{i:02}.png")
-    with running_server(tmp_path, {"SR_TILE_SIZE": "64"}) as s:
+    with running_server(tmp_path, {"SR_TILE_SIZE": "64", "SR_WARMUP": "false"}) as s:
         cmd = [
             sys.executable,
             "-m",

@@ -46,6 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "SR_TILE_SIZE": "64",
         "SR_MAX_INPUT_PIXELS": str(MAX_INPUT_PIXELS),
         "SR_MAX_OUTPUT_PIXELS": str(MAX_OUTPUT_PIXELS),
+        "SR_WARMUP": "false",  # the page, not the cost measurement (13 s a start here)
     }
     with running_server(tmp_path_factory.mktemp("web"), env) as s:
         yield s
