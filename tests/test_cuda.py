@@ -152,3 +152,34 @@ def test_server_with_gpu_jpeg_answers_jpeg(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert Image.open(io.BytesIO(r.content)).size == (128, 96)
         assert metric_value(s.metrics(), "srserve_codec_fallbacks_total") == 0
+
+
+def test_warm_up_on_the_gpu_chooses_buckets_and_padded_batches_stay_exact(tmp_path: Path) -> None:
+    """The real device's cost model says batch (buckets listed), and uploads of many sizes, padded to shared
+    shapes and batched together, answer what the CPU computes for each whole image."""
+    env = {"SR_DEVICE": "cuda", "SR_MODELS": "espcn", "SR_AUTO_PRECISION": "false", "SR_MAX_BATCH_DELAY_MS": "20"}
+    cpu = ModelPool(device=torch.device("cpu"), weights_dir=WEIGHTS, enabled=["espcn"], window=4096)
+    cpu.load()
+    with running_server(tmp_path, env) as s:
+        models = {m["name"]: m for m in httpx.get(f"{s.url}/v1/models").json()["models"]}
+        assert all(v["tiling"]["buckets"] for v in models["espcn"]["variants"]), models["espcn"]
+        images = [np.asarray(imagegen.rgb(37 + 11 * i, 61 + 7 * i, seed=i)) for i in range(12)]
+
+        def post(image: np.ndarray) -> tuple[np.ndarray, str]:
+            r = httpx.post(
+                f"{s.url}/v1/upscale",
+                params={"model": "espcn", "scale": 2},
+                files={"image": ("x.png", imagegen.encode(Image.fromarray(image)))},
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+            return np.asarray(Image.open(io.BytesIO(r.content))), r.headers["x-tile-plan"]
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(post, images))
+        batches = metric_value(s.metrics(), "srserve_batch_tiles_count")
+        assert batches < len(images)  # shared batches
+    assert any("bucket" in plan for _, plan in answers)
+    for image, (got, _) in zip(images, answers, strict=True):
+        ref = run_route(cpu, resolve(cpu, "espcn", in_size=image.shape[:2], scale=2), image)
+        assert close(got, ref)
