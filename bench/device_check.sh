@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (about 8-9 minutes; estimated, never run): the tests marked
+# One prepared run on a lent GPU machine (about 9-10 minutes; estimated, never run): the tests marked
 # `cuda`, then ESPCN x4 on 960x540 uploads (3840x2160 out) against the model
 # alone on whole images, fp32 and fp16, and the batching gain at concurrency 32
 # against SR_MAX_BATCH_TILES=1, then GPU JPEG (bench/gpu_jpeg.py) and the simulated accelerator's
-# constants against the real device (bench/sim_vs_real.py). That machine has torch, pillow and
+# constants against the real device (bench/sim_vs_real.py), then shape buckets against exact-fit windows
+# on mixed sizes (bench/gpu_batching.py --device cuda). That machine has torch, pillow and
 # prometheus-client but not the web stack: carry the wheels in .whl (see the
 # device tool's README):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl \
 #     fastapi starlette uvicorn h11 anyio sniffio pydantic pydantic-core pydantic-settings \
 #     python-dotenv annotated-types typing-inspection typing-extensions python-multipart \
 #     httpx httpcore certifi idna safetensors tqdm pytest pluggy iniconfig packaging \
-#     python-json-logger fastapi-swagger setuptools imagecodecs fpng lazy-loader pillow-heif
+#     python-json-logger fastapi-swagger setuptools imagecodecs fpng lazy-loader pillow-heif \
+#     threadpoolctl httptools
 # The project itself is installed from this tree into the same target (its
 # folders import as srserve.*), built offline with the carried setuptools.
 # Results land in $OUT (cuda-tests.txt, bench-*.json, bench.txt, nvidia-smi.txt).
@@ -40,3 +42,6 @@ bench fp16-c1 --concurrency 1 --requests 64 --precision fp16
 python3 -m bench.gpu_jpeg --json "$OUT/gpu-jpeg.json" 2>&1 | tee -a "$OUT/bench.txt"
 # The simulated accelerator's H200 constants (bench/sim_accelerator.py) against this device.
 python3 -m bench.sim_vs_real --json "$OUT/sim-vs-real.json" 2>&1 | tee -a "$OUT/bench.txt"
+# Shape buckets against exact-fit windows on mixed sizes, the real server on this device (~1.5 min).
+python3 -m bench.gpu_batching --device cuda --loads mixed --requests 128 --rounds 1 --json "$OUT/gpu-batching.json" 2>&1 \
+  | tee -a "$OUT/bench.txt"
