@@ -106,7 +106,8 @@ class Cut:
 def cuts(height: int, width: int, *, halo: int, sides: tuple[int, ...], cost: CostModel) -> tuple[Cut, ...]:
     """The bucketed cuts of an ``height x width`` image priced within :data:`SHARE` of the cheapest,
     cheapest first (within the cost model's noise, fewer computed pixels first), computing at most
-    :data:`MAX_OVERHEAD` times the image's pixels where any cut can."""
+    :data:`MAX_OVERHEAD` times the image's pixels (or, where no cut can, within :data:`SHARE` of the
+    fewest)."""
     if not sides:
         raise ValueError("no bucket sides")
     found = []
@@ -117,8 +118,10 @@ def cuts(height: int, width: int, *, halo: int, sides: tuple[int, ...], cost: Co
             found.append(Cut(count * full_batch_seconds(cost, h * w), count * h * w, rows, cols, (h, w)))
     # Where the pixels that fill the device cost the same however many are padding, padding is free by the
     # cost model; it still draws power and memory: no more than MAX_OVERHEAD where some cut allows it.
-    bounded = [c for c in found if c.pixels <= MAX_OVERHEAD * height * width]
-    found = bounded or found
+    least = min(c.pixels for c in found)
+    found = [c for c in found if c.pixels <= MAX_OVERHEAD * height * width] or [
+        c for c in found if c.pixels <= least * SHARE
+    ]
     fastest = min(c.seconds for c in found)
     near = sorted((c for c in found if c.seconds <= fastest * SHARE), key=lambda c: (c.seconds, c.pixels))
     best = min((c for c in near if c.seconds <= fastest * (1 + NOISE)), key=lambda c: (c.pixels, c.seconds))
@@ -147,7 +150,8 @@ def choose(
     Each is priced by what its windows add to the queue (``queued``: windows of that shape waiting;
     ``limit``: the largest batch of it): joining a bucket that others fill costs little, a shape of its
     own pays for whole batches. Within the cost model's noise (of what the image costs alone) a bucket
-    wins (later uploads can join it), then fewer computed pixels. The plan's ``seconds`` is that
+    of at most :data:`MAX_OVERHEAD` times the image's pixels wins (later uploads can join it), then
+    fewer computed pixels. The plan's ``seconds`` is that
     price, which admission adds up.
     A bucketed tile's spans give its valid part; its plan's ``window`` is the bucket it is padded to.
     """
@@ -164,7 +168,7 @@ def choose(
     cheapest = min(p[0] for p in priced)
     seconds, plan = min(
         (p for p in priced if p[0] <= cheapest + NOISE * alone),
-        key=lambda p: (not p[1].bucketed, p[1].computed_pixels, p[0]),
+        key=lambda p: (not (p[1].bucketed and p[1].overhead <= MAX_OVERHEAD), p[1].computed_pixels, p[0]),
     )
     return replace(plan, seconds=seconds)
 

@@ -77,6 +77,13 @@ def test_an_empty_queue_prices_a_batch_of_its_own_and_a_full_one_per_window() ->
     assert shared.seconds == pytest.approx(curve[4] - curve[3])
 
 
+def test_a_bucket_that_would_pad_over_a_quarter_does_not_win_a_tie() -> None:
+    """33x41 in sides of 8 px steps needs 1.42x the pixels: alone, it runs in a window of its own."""
+    plan = bucketed(33, 41, (32, 40, 48))
+    assert not plan.bucketed and plan.overhead == 1.0
+    assert all(c.pixels <= 1.42 * 33 * 41 for c in cuts(33, 41, (32, 40, 48)))  # the fewest, not 2.8x
+
+
 def bucketed(h: int, w: int, sides: tuple[int, ...], **kwargs) -> planner.Plan:
     exact = planner.choose(h, w, halo=4, max_side=1024, cost=GPU)
     return buckets.choose(exact, halo=4, sides=sides, cost=GPU, **kwargs)
