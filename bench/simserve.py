@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="overrides SR_PORT")
     p.add_argument("--host", help="overrides SR_HOST")
     p.add_argument("--profile", choices=sorted(PROFILES), default="h200")
-    p.add_argument("--exact", action="store_true", help="the real models' output, computed on the host CPU")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="the real models' output, computed on the host CPU (warm-up's timings compute it too: start with a"
+        " small SR_TILE_SIZE, such as 96)",
+    )
     p.add_argument(
         "--flops-scale",
         type=float,
