@@ -173,6 +173,19 @@ def choose(
     return replace(plan, seconds=seconds)
 
 
+def at_queue(
+    plan: Plan,
+    cost: CostModel,
+    queued: Callable[[tuple[int, int]], int] = lambda window: 0,
+    limit: Callable[[tuple[int, int]], int] | None = None,
+) -> Plan:
+    """``plan`` with its ``seconds`` what its windows add to the queue as it is (see :func:`choose`): for
+    exact-fit windows on a device where batching pays, which share batches only with their own shape."""
+    most = (limit or functools.partial(batch_limit, cost))(plan.window)
+    area = plan.window[0] * plan.window[1]
+    return replace(plan, seconds=cost.added_seconds(area, len(plan.tiles), queued=queued(plan.window), limit=most))
+
+
 def batch_limit(cost: CostModel, window: tuple[int, int]) -> int:
     """The largest batch worth forming of windows of this shape."""
     return max(1, min(cost.max_batch, cost.best_batch(window[0] * window[1])))

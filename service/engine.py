@@ -156,6 +156,8 @@ class Engine:
             shapes = self._queued_shapes.get(route.key)
             if not shapes:
                 return 0
+            if not entry.buckets:  # only bucketed batches are topped up with other shapes
+                return shapes.get(window, 0)
             limit = buckets.batch_limit(entry.cost, window)
             return sum(
                 n
@@ -401,6 +403,8 @@ class Engine:
             side = entry.max_window(self.pool.window)
             lanes = self.lanes.lanes if self.lanes is not None else 1
             entry.cost = measure(run, max_side=side, max_batch=self.max_batch_tiles, lanes=lanes)
+            # A CPU's batches gain through its lanes, as priced at a full batch today (see _bucket_sides).
+            entry.queue_priced = self.lanes is None and buckets.batch_gain(entry.cost) >= buckets.MIN_GAIN
             entry.buckets = self._bucket_sides(entry, side)
             log.info("measured %s x%d in %.1f s", entry.name, int(entry.scale), time.monotonic() - started)
         if self.pool.device.type == "cuda":

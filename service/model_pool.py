@@ -41,6 +41,7 @@ class ModelEntry:
 
     cost: CostModel = field(default_factory=CostModel)  # measured at warm-up; the flat prior until then
     buckets: tuple[int, ...] = ()  # bucket sides chosen at warm-up (service/buckets.py); (): exact-fit windows
+    queue_priced: bool = False  # batching pays on its device (measured): plans priced at the queue as it is
 
     @property
     def scale(self) -> float:

@@ -30,7 +30,8 @@ def plan_windows(
     """The windows this image is cut into (one untiled piece for whole-image resizes).
 
     ``queued``: windows of a shape waiting now on this route, which prices a bucketed plan
-    against the exact fit (see :func:`srserve.service.buckets.choose`); None: an empty queue.
+    against the exact fit (see :func:`srserve.service.buckets.choose`), and the exact fit itself where
+    batching pays (``entry.queue_priced``); None: an empty queue.
     """
     entry = route.entry
     if not route.tiled:
@@ -38,7 +39,8 @@ def plan_windows(
     side = entry.max_window(max_side)
     exact = planner.choose(height, width, halo=entry.radius, max_side=side, cost=entry.cost, align=entry.grid)
     if not entry.buckets:
-        return exact
+        # Where batching pays (a GPU) a window of a shape of its own pays for a batch, not for a full batch's share.
+        return buckets.at_queue(exact, entry.cost, queued or (lambda window: 0)) if entry.queue_priced else exact
     return buckets.choose(
         exact, halo=entry.radius, sides=entry.buckets, cost=entry.cost, queued=queued or (lambda window: 0)
     )
