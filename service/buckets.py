@@ -20,7 +20,6 @@ is no dearer (:func:`mergeable`; the engine's worker tops up batches so).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -151,26 +150,20 @@ def choose(
     ``limit``: the largest batch of it): joining a bucket that others fill costs little, a shape of its
     own pays for whole batches. Within the cost model's noise (of what the image costs alone) a bucket
     of at most :data:`MAX_OVERHEAD` times the image's pixels wins (later uploads can join it), then
-    fewer computed pixels. The plan's ``seconds`` is that
-    price, which admission adds up.
+    fewer computed pixels. The plan's ``seconds`` is that price, which admission adds up.
     A bucketed tile's spans give its valid part; its plan's ``window`` is the bucket it is padded to.
     """
-    if limit is None:
-        limit = functools.partial(batch_limit, cost)
     bucketed = cuts(exact.height, exact.width, halo=halo, sides=sides, cost=cost)
-    priced, alone = [], math.inf
-    for plan in (exact, *(plan_cut(exact.height, exact.width, halo, c) for c in bucketed)):
-        area, n, most = plan.window[0] * plan.window[1], len(plan.tiles), limit(plan.window)
-        priced.append((cost.added_seconds(area, n, queued=queued(plan.window), limit=most), plan))
-        alone = min(alone, cost.added_seconds(area, n, queued=0, limit=most))
+    options = [exact, *(plan_cut(exact.height, exact.width, halo, c) for c in bucketed)]
+    priced = [at_queue(plan, cost, queued, limit) for plan in options]
+    alone = min(at_queue(plan, cost, limit=limit).seconds for plan in options)
     # Equal within the noise of what the image costs alone: joining batches makes prices tiny, and a tiny
     # relative difference between two of them is no reason to give up a shared shape.
-    cheapest = min(p[0] for p in priced)
-    seconds, plan = min(
-        (p for p in priced if p[0] <= cheapest + NOISE * alone),
-        key=lambda p: (not (p[1].bucketed and p[1].overhead <= MAX_OVERHEAD), p[1].computed_pixels, p[0]),
+    cheapest = min(p.seconds for p in priced)
+    return min(
+        (p for p in priced if p.seconds <= cheapest + NOISE * alone),
+        key=lambda p: (not (p.bucketed and p.overhead <= MAX_OVERHEAD), p.computed_pixels, p.seconds),
     )
-    return replace(plan, seconds=seconds)
 
 
 def at_queue(
