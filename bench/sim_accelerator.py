@@ -99,6 +99,9 @@ class SimPending:
             self.sleep(left)
         return self.result
 
+    def done(self) -> bool:
+        return self.clock() >= self.done_at
+
     def release(self) -> None:
         pass
 
@@ -120,6 +123,7 @@ class SimulatedAccelerator:
     sleep: Callable[[float], None] = time.sleep
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     overlaps: bool = True  # launch returns at once; the worker prepares the next batch meanwhile
+    slots: int = 1  # one stream: batches queue on it
     busy_s: float = 0.0  # simulated device seconds so far
     _free_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -154,6 +158,7 @@ class SimulatedAccelerator:
         precision: str = "fp32",
         size: tuple[int, int] | None = None,
         valid: Sequence[tuple[int, int]] | None = None,
+        alone: bool = True,  # nothing else running: no matter to a device that runs one batch at a time
     ) -> SimPending:
         called = self.clock()  # the device starts then; the host's copy of the answer overlaps it, as a D2H would
         if self.exact:

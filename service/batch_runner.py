@@ -1,7 +1,9 @@
 """Running batches on the device, with host work overlapping device work on CUDA.
 
-On a CPU a batch runs at once, its windows side by side on the cores when it has
-several (:mod:`srserve.service.cpu_lanes`). On CUDA, :meth:`BatchRunner.launch`
+On a CPU a batch run alone runs at once, on every core (its windows side by side
+when it has several); under load batches run side by side, one per lane, each
+launched on a lane thread while the worker collects the next
+(:mod:`srserve.service.cpu_lanes`). On CUDA, :meth:`BatchRunner.launch`
 copies the windows into a reused pinned host buffer, queues the upload, the
 model and the download on a side stream and returns at once; the worker then
 cuts, stacks and launches the next batch while these kernels run, and only
@@ -15,6 +17,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +41,8 @@ class Launch(Protocol):
 
     def wait(self) -> np.ndarray: ...
 
+    def done(self) -> bool: ...
+
     def release(self) -> None: ...
 
 
@@ -45,6 +50,7 @@ class Runner(Protocol):
     """What the engine runs batches with: :class:`BatchRunner`, or a stand-in device (the bench's simulator)."""
 
     overlaps: bool  # launch returns before the batch is done: the worker prepares the next one meanwhile
+    slots: int  # batches it runs at once (CPU lanes); the worker prepares one more while all run
 
     def launch(
         self,
@@ -54,6 +60,7 @@ class Runner(Protocol):
         precision: str = "fp32",
         size: tuple[int, int] | None = None,
         valid: Sequence[tuple[int, int]] | None = None,
+        alone: bool = True,
     ) -> Launch: ...
 
 
@@ -62,6 +69,7 @@ class Pending:
     """A launched batch. ``wait`` gives its ``(N, H, W, 3)`` pixels, valid until ``release``."""
 
     result: np.ndarray | None = None  # CPU: computed already
+    future: Future | None = None  # CPU lanes: ``(result, seconds)`` from a lane
     device_s: float | None = None  # the batch's own time on the device (CUDA: between its events)
     started: torch.cuda.Event | None = None
     event: torch.cuda.Event | None = None
@@ -70,7 +78,16 @@ class Pending:
     buffers: list[torch.Tensor] = field(default_factory=list)
     runner: BatchRunner | None = None
 
+    def done(self) -> bool:
+        if self.result is not None:
+            return True
+        if self.future is not None:
+            return self.future.done()
+        return self.event is not None and self.event.query()
+
     def wait(self) -> np.ndarray:
+        if self.result is None and self.future is not None:
+            self.result, self.device_s = self.future.result()
         if self.result is None:
             assert self.event is not None and self.host_out is not None
             self.event.synchronize()
@@ -88,14 +105,15 @@ class Pending:
 
 
 class BatchRunner:
-    """Launches batches on ``device``; asynchronous (depth one) on CUDA, synchronous on a CPU
-    (across ``lanes`` when given)."""
+    """Launches batches on ``device``: asynchronous (depth one) on CUDA; on a CPU with ``lanes``, one
+    batch per lane (a batch run alone synchronously, on every core); without lanes, synchronous."""
 
     def __init__(self, device: torch.device, lanes: CpuLanes | None = None) -> None:
         self.device = device
-        self.overlaps = device.type == "cuda"
         self.lanes = lanes if device.type == "cpu" else None
-        self._stream = torch.cuda.Stream(device) if self.overlaps else None
+        self.overlaps = device.type == "cuda" or self.lanes is not None
+        self.slots = self.lanes.lanes if self.lanes is not None else 1
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._free: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
 
     def _take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -122,15 +140,20 @@ class BatchRunner:
         precision: str = "fp32",
         size: tuple[int, int] | None = None,
         valid: Sequence[tuple[int, int]] | None = None,
+        alone: bool = True,
     ) -> Pending:
         """Start ``windows`` through ``module``; the returned :class:`Pending` yields the pixels.
 
         ``valid``: the unpadded size of each window padded to a bucket (see ``inference.predict``).
+        ``alone``: nothing else is running or waiting; on a CPU it then runs now, on every core, else on a lane.
         """
-        if not self.overlaps:
+        if self._stream is None:
 
             def run(part: np.ndarray) -> np.ndarray:
                 return predict(module, part, device=self.device, precision=precision, size=size, valid=valid)
+
+            if self.lanes is not None and not alone:
+                return Pending(future=self.lanes.submit(run, windows))
 
             # A padded batch runs in one call: its masks are per batch, on the module itself.
             split = self.lanes is not None and len(windows) > 1 and valid is None
@@ -145,7 +168,6 @@ class BatchRunner:
         np.copyto(host_in.numpy(), windows)
         dtype = AUTOCAST_DTYPES[precision]
         autocast = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
-        assert self._stream is not None
         started = torch.cuda.Event(enable_timing=True)
         with torch.cuda.stream(self._stream), torch.inference_mode():
             started.record(self._stream)

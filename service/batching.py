@@ -153,6 +153,7 @@ def collect_batch(
     arriving: Callable[[], int] | None = None,
     block: bool = True,
     hold_until: float | None = None,
+    until: float | None = None,
 ) -> list[T] | None:
     """Block until a batch is due and return it; None once ``STOP`` arrived and all is flushed.
 
@@ -161,6 +162,8 @@ def collect_batch(
     ``hold_until`` (with ``block=False``): the device is busy until about then, so a partial
     batch waits for company until that time at no cost; only a full one is released before,
     and ``[]`` comes back at that time if none is due.
+    ``until`` (with ``block=True``): wait for a batch that is due only until then, else ``[]`` (a worker
+    with a free lane and batches on the others waits for work or for the first of them, whichever comes).
 
     Each message on ``source`` is a :class:`Message` (one request's tiles), a
     plain iterable of ``(key, item)`` pairs (rank 0), or ``STOP``. Deadlines use
@@ -180,9 +183,15 @@ def collect_batch(
         try:
             if holding:  # wait for more work until the device is free, then ask once more without holding
                 message = source.get(timeout=max(0.0, hold_until - now))  # type: ignore[operator]
+            elif not block:
+                message = source.get_nowait()
+            elif until is not None:
+                left = until - now
+                if left <= 0:
+                    return []
+                message = source.get(timeout=left if ready is None else min(ready, left))
             else:
-                # timeout None: block until something arrives
-                message = source.get(timeout=ready) if block else source.get_nowait()
+                message = source.get(timeout=ready)  # None: block until something arrives
         except queue.Empty:
             if holding:
                 continue

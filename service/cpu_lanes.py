@@ -1,4 +1,4 @@
-"""A batch of windows on a CPU: the windows side by side, each on its own share of the cores.
+"""Batches on a CPU: side by side, each on its own share of the cores.
 
 One window on all cores (torch's intra-op threads) scales poorly for these small
 convolutional networks: measured here, ESPCN x2 on a 256x256 window ran at 1.45x
@@ -8,6 +8,13 @@ windows at once, each limited to ``threads // lanes_in_use`` OpenMP threads; a
 batch of one keeps every thread. The cost model measures batches through this at
 warm-up, so whether batching pays on a CPU is still its decision.
 
+Under load the engine goes further: whole batches run side by side, one per lane
+on its share of the threads (:meth:`CpuLanes.submit`), and a new batch starts on
+whichever lane is free. One batch on every thread waits, at each of its OpenMP
+barriers, for the slowest thread, so a decode or encode taking one core for 3 ms
+stalls both; a lane stalled by it delays only its own batch. A batch run alone
+(nothing else queued) still takes every thread, so a lone request is as fast as before.
+
 The limit is set per lane thread with ``threadpoolctl`` (``omp_set_num_threads``
 acts on the calling thread only), never with ``torch.set_num_threads``, which
 would also change what every thread started later gets.
@@ -15,8 +22,9 @@ would also change what every thread started later gets.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -53,6 +61,18 @@ class CpuLanes:
         threads = max(1, self.threads // busy)
         parts = self._pool.map(lambda i: self._limited(threads, run, windows[i : i + 1]), range(len(windows)))
         return np.concatenate(list(parts))
+
+    def submit(self, run: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> Future:
+        """``run(windows)`` on the next free lane, on that lane's share of the threads; the future gives
+        ``(result, seconds it computed)`` (queued behind the busy lanes, first come first served)."""
+
+        def timed() -> tuple[np.ndarray, float]:
+            self._openmp.limit(limits=max(1, self.threads // self.lanes))
+            start = time.perf_counter()
+            out = run(windows)
+            return out, time.perf_counter() - start
+
+        return self._pool.submit(timed)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

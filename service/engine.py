@@ -17,6 +17,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -57,7 +58,7 @@ class Engine:
         min_retry_after_s: the least ``Retry-After`` given with a refusal.
         clock: the monotonic clock every time of the queue's account is read from (tests pass their own).
         thread_nice: nice of the worker thread (see :mod:`srserve.service.priority`).
-        lanes: on a CPU, the threads a batch's windows run on side by side (None: the worker alone).
+        lanes: on a CPU, the lanes batches run on side by side under load (None: one batch at a time, in the worker).
         runner: runs the batches instead of a :class:`BatchRunner` on ``pool.device`` (the bench's simulated
             accelerator; never set by the service itself).
         use_buckets: let warm-up choose shared window shapes where batching pays (see :mod:`srserve.service.buckets`).
@@ -100,7 +101,8 @@ class Engine:
         self.lanes = lanes if pool.device.type == "cpu" and runner is None else None
         self.runner: Runner = runner or BatchRunner(pool.device, self.lanes)
         self._last_done = 0.0  # when the previous batch's results were in
-        self._device_ratio = 1.0  # device seconds over the cost model's, lately (how long the worker may hold)
+        # Per batch width (lanes it takes): device seconds over the cost model's, lately (how long to hold).
+        self._device_ratio: dict[int, float] = {}
         self._thread = threading.Thread(target=self._run, name=f"srserve-worker-{pool.device}", daemon=True)
         metrics.queue_capacity.set(max_queue_tiles)
         if math.isfinite(max_queue_wait_s):
@@ -440,41 +442,58 @@ class Engine:
 
     def _run(self) -> None:
         lower_this_thread(self.thread_nice)
-        inflight: Launched | None = None  # on the device while the next batch is prepared (CUDA)
-        free_at = 0.0  # when the device should finish what is launched, by the cost model
+        # Launched and not yet completed, oldest first: on CUDA the batch on the device while the next is
+        # prepared; on CPU lanes one batch per lane (and the next, queued for the first lane to free up).
+        inflight: deque[Launched] = deque()
+        slots = self.runner.slots
         while True:
+            for done in [x for x in inflight if x.pending.done()]:  # lanes finish out of order
+                inflight.remove(done)
+                self._complete(done)
+            busy = sum(x.width for x in inflight) >= slots
+            first_free = min((x.free_at for x in inflight), default=0.0)
             batch = collect_batch(
                 self._source,
                 self._backlog,
                 max_items=self.max_batch_tiles,
                 max_delay=self.max_batch_delay_s,
                 arriving=lambda: self._arriving,
-                block=inflight is None,
+                block=not busy,
                 clock=self.clock,
                 # While the device is busy a partial batch waits for company at no cost, until just
                 # before it is free (the host needs that long to stack and launch the next).
-                hold_until=free_at - HOLD_MARGIN_S if inflight is not None else None,
+                hold_until=first_free - HOLD_MARGIN_S if busy else None,
+                # A free lane beside busy ones: take work as it comes, or see to the first batch due back.
+                until=first_free if inflight and not busy else None,
             )
             if batch is None:
-                if inflight is not None:
-                    self._complete(inflight)
+                while inflight:
+                    self._complete(inflight.popleft())
                 return
             if batch:
                 batch = self._top_up(batch)
-            launched = self._start(batch) if batch else None  # on CUDA: runs while the previous one finishes
+            # Alone (nothing else running, queued or on its way): a CPU runs it on every core at once.
+            alone = not inflight and not len(self._backlog) and not self._arriving
+            launched = self._start(batch, alone=alone) if batch else None  # runs while earlier ones finish
             del batch
-            begins = launched.start if launched is not None else 0.0  # on the device, behind the one before
-            if inflight is not None:
-                self._complete(inflight)
-                inflight = None
-                begins = max(begins, self.clock())
+            if launched is not None and not self.runner.overlaps:
+                self._complete(launched)
+                launched = None
+            waited = False
             if launched is not None:
-                if self.runner.overlaps:
-                    inflight = launched
-                    launched.device_s = self._device_seconds(launched.items)
-                    free_at = begins + self._device_ratio * launched.device_s
-                else:
-                    self._complete(launched)
+                launched.width = slots if alone else 1
+                launched.device_s = self._device_seconds(launched.items)
+                inflight.append(launched)
+            elif inflight:  # nothing due: wait for the oldest batch
+                self._complete(inflight.popleft())
+                waited = True
+            while sum(x.width for x in inflight) > slots:  # the new batch queues behind the oldest
+                self._complete(inflight.popleft())
+                waited = True
+            if launched is not None:  # on the device when a slot is free: now, or once the one before ended
+                begins = max(launched.start, self.clock()) if waited else launched.start
+                ratio = self._device_ratio.get(launched.width, 1.0)
+                launched.free_at = begins + ratio * launched.device_s
             del launched  # let finished jobs' arrays go now, not when the next batch arrives
 
     def _top_up(self, batch: list[Work]) -> list[Work]:
@@ -516,7 +535,7 @@ class Engine:
         limit = max(self.max_batch_tiles, len(items))
         return items[0].route.entry.cost.batch_curve(h * w, limit)[len(items)]
 
-    def _start(self, batch: list[Work]) -> Launched | None:
+    def _start(self, batch: list[Work], *, alone: bool = True) -> Launched | None:
         """Account for a collected batch, drop dead work, and launch the rest."""
         with self._lock:
             self._queued -= len(batch)
@@ -534,7 +553,7 @@ class Engine:
         launched = None
         try:
             live = self._live(batch)
-            launched = self._launch(live) if live else None
+            launched = self._launch(live, alone=alone) if live else None
         except Exception:  # never let one batch end the worker
             log.exception("batch handling failed")
             for job in {w.job for w in batch}:
@@ -565,7 +584,7 @@ class Engine:
             live.append(work)
         return live
 
-    def _launch(self, items: list[Work]) -> Launched | None:
+    def _launch(self, items: list[Work], *, alone: bool = True) -> Launched | None:
         """Cut and stack the windows and start them on the device (None: failed, or handled by splitting)."""
         route = items[0].route
         entry = route.entry
@@ -584,7 +603,9 @@ class Engine:
         size = route.size_for(window)
         valid = valid_sizes([w.tile for w in items], window)
         try:
-            pending = self.runner.launch(entry.module, windows, precision=entry.precision, size=size, valid=valid)
+            pending = self.runner.launch(
+                entry.module, windows, precision=entry.precision, size=size, valid=valid, alone=alone
+            )
         except Exception as e:
             self._batch_failed(items, jobs, e, split=True)
             return None
@@ -633,9 +654,12 @@ class Engine:
         self._last_done = done
         self.metrics.batch_compute.labels(route.entry.name).observe(elapsed)
         device_s = launched.pending.device_s
-        self.metrics.device_busy.inc(elapsed if device_s is None else device_s)
+        # A batch on one of several lanes keeps that share of the device busy.
+        self.metrics.device_busy.inc((elapsed if device_s is None else device_s) * launched.width / self.runner.slots)
         if device_s and launched.device_s:  # how the device's own times run against the cost model's
-            self._device_ratio += 0.2 * (min(10.0, max(0.1, device_s / launched.device_s)) - self._device_ratio)
+            old = self._device_ratio.get(launched.width, 1.0)
+            ratio = min(10.0, max(0.1, device_s / launched.device_s))
+            self._device_ratio[launched.width] = old + 0.2 * (ratio - old)
         self.metrics.batch_tiles.labels(route.entry.name).observe(len(items))
         for job in jobs:
             job.compute_s += elapsed

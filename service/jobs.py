@@ -102,6 +102,8 @@ class Launched:
     pending: Pending
     cost_s: float = 0.0  # its predicted seconds, for the admission's account of the device
     device_s: float = 0.0  # the cost model's seconds for it on the device (before calibration)
+    width: int = 1  # the runner's slots it takes (all of a CPU's lanes when it ran alone)
+    free_at: float = 0.0  # when it should be done, by the cost model and the device's recent ratio to it
 
 
 @dataclass(eq=False)

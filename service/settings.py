@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     cpu_lanes: int = Field(
         default_factory=usable_cores,
         ge=1,
-        description="on a CPU, windows of one batch computed side by side, the cores shared among them (1: one at a"
-        " time on every core)",
+        description="on a CPU, batches computed side by side under load (one per lane), the cores shared among"
+        " them (1: one batch at a time on every core)",
     )
     worker_nice: int = Field(
         10, ge=0, le=19, description="nice added to compute and codec threads so the event loop answers first"

@@ -70,9 +70,13 @@ def test_concurrent_mixed_uploads_batch_across_requests_and_match_single(tmp_pat
 
 
 def slow_server(tmp_path: Path, delay_s: float, **env: str):
-    """A server whose ``slow`` model sleeps ``delay_s`` a batch: timing set by the test, not the CPU."""
+    """A server whose ``slow`` model sleeps ``delay_s`` a batch: timing set by the test, not the CPU.
+
+    One batch at a time (``SR_CPU_LANES=1``): two lanes would sleep side by side, which no core limits.
+    """
     weights = slow_weights_dir(tmp_path / "weights", delay_s)
-    full = {"SR_WEIGHTS_DIR": str(weights), "SR_MODELS": "slow,bicubic", "SR_MAX_BATCH_TILES": "1", **env}
+    full = {"SR_WEIGHTS_DIR": str(weights), "SR_MODELS": "slow,bicubic", "SR_MAX_BATCH_TILES": "1"}
+    full |= {"SR_CPU_LANES": "1", **env}
     return running_server(tmp_path, full, module="tests.slow_serve")
 
 

@@ -173,6 +173,19 @@ def test_while_the_device_is_busy_a_partial_batch_waits_for_company() -> None:
     assert batch == [1, 2] and time.monotonic() - started >= 0.055
 
 
+def test_with_a_lane_free_work_is_taken_as_it_comes_until_the_first_batch_is_due_back() -> None:
+    """until: a batch that becomes due before then goes at once; with none, [] comes back at that time."""
+    q: queue.Queue = queue.Queue()
+    started = time.monotonic()
+    assert collect_batch(q, Backlog(), max_items=8, max_delay=0.001, block=True, until=started + 0.03) == []
+    assert time.monotonic() - started >= 0.025
+    timer = threading.Timer(0.02, lambda: q.put([("k", 1)]))
+    timer.start()
+    started = time.monotonic()
+    batch = collect_batch(q, Backlog(), max_items=8, max_delay=0.001, arriving=lambda: 0, until=started + 5.0)
+    assert batch == [1] and time.monotonic() - started < 1.0
+
+
 def test_a_full_batch_does_not_wait_for_the_device() -> None:
     q: queue.Queue = queue.Queue()
     q.put([("k", i) for i in range(4)])

@@ -3,7 +3,10 @@ with the same pixels as one call, and no thread outside the lanes affected."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
+import time
 
 import numpy as np
 import torch
@@ -12,6 +15,7 @@ from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
 from srserve.service.batch_runner import BatchRunner
 from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.inference import predict
+from tests.test_engine import Doubler, image, make_engine, route_for
 
 CPU = torch.device("cpu")
 
@@ -55,4 +59,69 @@ def test_a_batch_across_lanes_has_the_pixels_of_one_call() -> None:
         pending = BatchRunner(CPU, lanes).launch(model, windows)
         assert np.array_equal(pending.wait(), predict(model, windows, device=CPU))
     finally:
+        lanes.close()
+
+
+def test_a_submitted_batch_runs_whole_on_one_lane_on_its_share_of_the_threads() -> None:
+    lanes = CpuLanes(2, threads=4)
+    seen: list[tuple[str, int]] = []
+
+    def run(windows: np.ndarray) -> np.ndarray:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        time.sleep(0.01)
+        return windows + 1
+
+    try:
+        windows = np.zeros((3, 2, 2, 3), dtype=np.uint8)
+        out, seconds = lanes.submit(run, windows).result()
+        assert np.array_equal(out, windows + 1) and seconds >= 0.01
+        assert len(seen) == 1 and seen[0][0].startswith("srserve-lane") and seen[0][1] == 2
+    finally:
+        lanes.close()
+
+
+class Recorder(Doubler):
+    """Records each call's thread, OpenMP threads and time span."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+        self.calls: list[tuple[str, int, float, float]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = time.monotonic()
+        out = super().forward(x)
+        self.calls.append((threading.current_thread().name, torch.get_num_threads(), start, time.monotonic()))
+        return out
+
+
+def test_under_load_batches_run_side_by_side_one_per_lane_and_a_batch_alone_on_every_thread() -> None:
+    model = Recorder(delay=0.05)
+    lanes = CpuLanes(2, threads=2)
+    engine, route = make_engine(model, max_batch_tiles=1, max_batch_delay_s=0.0, lanes=lanes)
+    assert engine.runner.slots == 2
+
+    async def burst() -> list:
+        jobs = [engine.submit(route_for(route, image(i)), image(i), time.monotonic() + 10) for i in range(6)]
+        engine.start()
+        return await asyncio.gather(*(j.future for j in jobs))
+
+    async def one() -> np.ndarray:
+        return await engine.submit(route_for(route, image(9)), image(9), time.monotonic() + 10).future
+
+    try:
+        results = asyncio.run(burst())
+        assert all(np.array_equal(r, image(i, 32, 32)) for i, r in enumerate(results))
+        burst_calls = list(model.calls)
+        assert len(burst_calls) == 6
+        # Each on a lane, on one of the two threads, and some two of them at the same time.
+        assert all(name.startswith("srserve-lane") and threads == 1 for name, threads, _, _ in burst_calls)
+        spans = sorted((a, b) for _, _, a, b in burst_calls)
+        assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+        model.calls.clear()
+        assert np.array_equal(asyncio.run(one()), image(9, 32, 32))
+        # Alone: at once, in the worker, on every thread.
+        [(name, threads, _, _)] = model.calls
+        assert name.startswith("srserve-worker") and threads == 2
+    finally:
+        engine.stop(5)
         lanes.close()

@@ -267,6 +267,7 @@ class LazyRunner:
     """Stands in for CUDA's asynchronous runner on a CPU: work starts at launch, pixels come at wait."""
 
     overlaps = True
+    slots = 1
 
     def __init__(self, model: Doubler) -> None:
         self.model = model
@@ -279,6 +280,9 @@ class LazyRunner:
 
         class Lazy:
             device_s = None  # not timed: the engine counts its turn
+
+            def done(self) -> bool:
+                return False  # its work starts when awaited
 
             def wait(self) -> np.ndarray:
                 runner.events.append(f"wait{n}")
