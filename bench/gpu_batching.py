@@ -23,7 +23,8 @@ closed-loop clients sending photo-like PNGs. The loads:
 - ``small-heavy``: sides from 48 to 128 px only, 400x ESPCN's FLOPs.
 
 Printed: throughput and its share of the limit, windows per batch, the device's busy ratio
-(``srserve_device_busy_seconds_total`` over the wall time), and the computed pixels over
+(``srserve_device_busy_seconds_total`` over the wall time), admission's mean real over
+predicted time to the answer (``srserve_answer_prediction_ratio``), and the computed pixels over
 image pixels per size class (from each answer's ``X-Tile-Plan``). The load generator shares
 the cores with the server, not with the codec limit.
 """
@@ -138,6 +139,9 @@ def run_server(load: Load, bodies: list[bytes], profile: str, use_buckets: bool,
         # From the metrics: the plans' padding and the padding of windows that topped up larger batches.
         "computed_over_image_px_all": delta("srserve_computed_pixels_total") / delta("srserve_image_pixels_total"),
         "p50_ms": result.summary()["p50_ms"],
+        # Admission's honesty under this load: real over predicted time to each answer (1: right).
+        "answer_over_predicted": delta("srserve_answer_prediction_ratio_sum")
+        / max(1.0, delta("srserve_answer_prediction_ratio_count")),
     }
 
 
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['windows_per_batch']:.2f}; device busy {r['device_busy_ratio']:.3f}; computed px "
                 + ", ".join(f"{k} {v:.3f}x" for k, v in r["computed_over_image_px"].items())
                 + f" (all, batches' padding included: {r['computed_over_image_px_all']:.3f}x)"
-                + f"; statuses {r['statuses']}",
+                + f"; answer / predicted {r['answer_over_predicted']:.2f}; statuses {r['statuses']}",
                 flush=True,
             )
         gains = [b["throughput_img_s"] / e["throughput_img_s"] for b, e in zip(*rounds.values(), strict=True)]

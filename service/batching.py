@@ -100,23 +100,26 @@ class Backlog(Generic[T]):
         """The next batch if one is due, else seconds until one will be (None when empty).
 
         Due: a group holds its batch limit, or its oldest item arrived
-        ``max_delay`` ago, or ``flush``; with ``hold`` (the device is busy anyway) only a full
-        group. Among due groups, the one holding the highest priority wins, then the one whose
-        oldest item is oldest.
+        ``max_delay`` ago, or ``flush``; with ``hold`` (the device is busy anyway) nothing until some
+        group is full. Among due groups, the one holding the highest priority wins, then the one whose
+        oldest item is oldest: so once a batch goes at all, a partial group that has waited its delay
+        goes before a full one of later arrivals (held, it would be overtaken for as long as full
+        batches keep coming, and the admission that expected it in arrival order be wrong by seconds).
         """
-        due_key, due_rank, wait = None, None, None
+        due_key, due_rank, wait, full = None, None, None, False
         for key, group in self._groups.items():
             arrived = group.oldest()
             limit = self._limit(key) if self._limit else max_items
-            if group.size >= limit or (not hold and (flush or now - arrived >= max_delay)):
+            if group.size >= limit or flush or now - arrived >= max_delay:
+                full = full or group.size >= limit
                 rank = (group.top_rank(), arrived)
                 if due_rank is None or rank < due_rank:
                     due_key, due_rank = key, rank
             else:
                 left = arrived + max_delay - now
                 wait = left if wait is None else min(wait, left)
-        if due_key is None:
-            return wait
+        if due_key is None or (hold and not full):
+            return wait if due_key is None else 0.0
         group = self._groups[due_key]
         batch = group.take(self._limit(due_key) if self._limit else max_items)
         if not group.size:

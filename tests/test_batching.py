@@ -198,6 +198,22 @@ def test_a_full_batch_does_not_wait_for_the_device() -> None:
     ]
 
 
+def test_while_held_a_partial_group_is_not_overtaken_by_full_groups_of_later_arrivals() -> None:
+    """On a busy device a lone small upload waits for company, but once batches go at all it goes in
+    arrival order: a stream of full batches (a large photo's windows) must not overtake it for seconds."""
+    backlog: Backlog[str] = Backlog(limit=lambda key: 4)
+    backlog.add("small", "s1", now=0.0)
+    assert backlog.take(4, max_delay=0.005, now=0.010, hold=True) == 0.0  # held: nothing is full
+    for i in range(8):
+        backlog.add("large", f"l{i}", now=0.020)
+    assert backlog.take(4, max_delay=0.005, now=0.021, hold=True) == ["s1"]  # older, and a batch goes anyway
+    assert backlog.take(4, max_delay=0.005, now=0.022, hold=True) == ["l0", "l1", "l2", "l3"]
+    backlog.add("small", "s2", now=0.030)
+    # Not yet waited its delay: the full group goes first, the new small one keeps waiting for company.
+    assert backlog.take(4, max_delay=0.005, now=0.031, hold=True) == ["l4", "l5", "l6", "l7"]
+    assert backlog.take(4, max_delay=0.005, now=0.040, hold=True) == 0.0
+
+
 def test_a_batch_not_full_is_topped_up_oldest_group_first_as_fits_allows() -> None:
     backlog: Backlog[str] = Backlog()
     backlog.add("b", "b1", now=2.0)
