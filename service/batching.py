@@ -1,6 +1,8 @@
 """Dynamic batching: group queued tiles by shape and model, release a batch when
 it is full, when its oldest tile has waited ``max_delay``, or at once when no
 other request is on its way (waiting for company that cannot come only adds latency).
+While the device is busy only a full batch goes; but when one goes, a partial group
+that has waited ``max_delay`` and arrived before it goes first, so arrivals keep their order.
 
 Within a group, higher priorities go first (rank 0 before rank 1); within a
 priority the request with the fewest windows left goes first, and equal ones in
