@@ -6,12 +6,19 @@ value on those threads (Linux: nice is per thread) lets the scheduler run the lo
 first, so a refusal or a health check is answered in milliseconds while batches run;
 when the loop is idle they still get every cycle. Threads they start (torch's OpenMP
 team) inherit it.
+
+The cores are half of it; the GIL is the other. Compute threads release and retake it
+around every torch op, and a thread that wants it back after a system call (the event
+loop after each send or receive) waits up to the interpreter's switch interval (5 ms by
+default) while they keep taking it: the convoy effect. With batches side by side on two
+lanes, a refusal's p99 went from 27 to 80 ms; a 0.5 ms interval brings it to 10 ms.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 
 log = logging.getLogger("srserve")
@@ -33,3 +40,8 @@ def lower_this_thread(by: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, target)
     except OSError as e:  # lowering needs no privilege, but a sandbox may still refuse it
         log.warning("could not lower the priority of %s: %s", threading.current_thread().name, e)
+
+
+def shorten_gil_turns(ms: float) -> None:
+    """Let a thread waiting for the GIL force a switch after ``ms`` (process-wide; the server's own process)."""
+    sys.setswitchinterval(ms / 1000)

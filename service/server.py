@@ -16,6 +16,7 @@ import uvicorn
 from srserve.service import logs
 from srserve.service.app import create_app
 from srserve.service.batch_runner import Runner
+from srserve.service.priority import shorten_gil_turns
 from srserve.service.runtime import Runtime
 from srserve.service.settings import Settings
 
@@ -40,6 +41,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings, runner: Runner | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
+    shorten_gil_turns(settings.gil_switch_ms)  # the event loop's turn on the GIL (see priority)
     app = create_app(settings, runner)
     config = uvicorn.Config(
         app,

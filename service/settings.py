@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     worker_nice: int = Field(
         10, ge=0, le=19, description="nice added to compute and codec threads so the event loop answers first"
     )
+    gil_switch_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="GIL switch interval of the server process: how long the event loop may wait for the GIL"
+        " behind compute threads (Python's default is 5)",
+    )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1 fast, 9 small)")
     gpu_jpeg: bool = Field(
         False, description="decode and encode JPEG on the CUDA device (nvJPEG via torchvision); off: libjpeg-turbo"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from srserve.service.priority import lower_this_thread
+from srserve.service.priority import lower_this_thread, shorten_gil_turns
 from srserve.service.settings import Settings
 from tests import imagegen
 from tests.server import running_server
@@ -103,3 +103,13 @@ def test_io_threads_default_to_the_cores_this_process_may_use() -> None:
         assert usable_cores() == 1 and Settings().io_threads == 2  # at least 2: one may wait on a disk or socket
     finally:
         os.sched_setaffinity(0, mine)
+
+
+def test_the_gil_switch_interval_is_the_setting() -> None:
+    before = sys.getswitchinterval()
+    try:
+        assert Settings().gil_switch_ms == 0.5
+        shorten_gil_turns(Settings(gil_switch_ms=2).gil_switch_ms)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
