@@ -484,8 +484,10 @@ class Engine:
                 launched.width = slots if alone else 1
                 launched.device_s = self._device_seconds(launched.items)
                 inflight.append(launched)
-            elif inflight:  # nothing due: wait for the oldest batch
-                self._complete(inflight.popleft())
+            elif inflight:  # nothing due: wait for the batch predicted to finish first
+                first = min(inflight, key=lambda x: x.free_at)
+                inflight.remove(first)
+                self._complete(first)
                 waited = True
             while sum(x.width for x in inflight) > slots:  # the new batch queues behind the oldest
                 self._complete(inflight.popleft())
