@@ -152,10 +152,10 @@ class BatchRunner:
             def run(part: np.ndarray) -> np.ndarray:
                 return predict(module, part, device=self.device, precision=precision, size=size, valid=valid)
 
-            if self.lanes is not None and not alone:
+            # A padded batch runs in one call, never beside another: its masks are per batch, on the module itself.
+            if self.lanes is not None and not alone and valid is None:
                 return Pending(future=self.lanes.submit(run, windows))
 
-            # A padded batch runs in one call: its masks are per batch, on the module itself.
             split = self.lanes is not None and len(windows) > 1 and valid is None
             lanes = self.lanes if split else None
             start = time.perf_counter()
