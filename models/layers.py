@@ -12,7 +12,18 @@ BICUBIC_SKIP_RADIUS = 2
 
 def bicubic_skip(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Bicubic upscale on the pixel-centre grid: the base a residual network refines."""
-    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    return F.interpolate(bicubic_layout(x), scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def bicubic_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the layout PyTorch's CPU bicubic kernel is fastest on.
+
+    Pixels reach the models channels-last (``imageops.to_float``); on a CPU the bicubic
+    kernel runs 3-channel images 1.7-1.8x faster from NCHW-contiguous memory, with
+    bit-identical output (measured with torch 2.13; ``tests/test_layers.py`` holds it to
+    that). A GPU keeps its layout.
+    """
+    return x.contiguous() if x.device.type == "cpu" else x
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srserve.models.layers import bicubic_layout
 from srserve.models.registry import MODELS
 
 #: Modes for which F.interpolate accepts ``align_corners``.
@@ -90,6 +91,8 @@ class Interpolate(nn.Module):
             kwargs["align_corners"] = bool(self.align_corners)
         if self.mode in ANTIALIAS_MODES:
             kwargs["antialias"] = bool(antialias)
+        if self.mode == "bicubic":
+            x = bicubic_layout(x)
         return F.interpolate(x, size=tuple(out_size), mode=self.mode, **kwargs)
 
 
