@@ -153,10 +153,13 @@ class BatchRunner:
                 return predict(module, part, device=self.device, precision=precision, size=size, valid=valid)
 
             # A padded batch runs in one call, never beside another: its masks are per batch, on the module itself.
-            if self.lanes is not None and not alone and valid is None:
+            # So does a network that rewrites its own weights as it runs (models/community/net.py): here, in the
+            # worker, on every core, as the whole image would run.
+            beside = valid is None and getattr(module, "reentrant", True)
+            if self.lanes is not None and not alone and beside:
                 return Pending(future=self.lanes.submit(run, windows))
 
-            split = self.lanes is not None and len(windows) > 1 and valid is None
+            split = self.lanes is not None and len(windows) > 1 and beside
             lanes = self.lanes if split else None
             start = time.perf_counter()
             result = lanes.map(run, windows) if lanes is not None else run(windows)

@@ -140,16 +140,45 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", help="overrides SR_HOST")
     p.add_argument("--port", type=int, help="overrides SR_PORT")
+    p.add_argument("--models", type=Path, help="a folder of community .safetensors files; overrides SR_MODELS_DIR")
+
+
+def add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a .pth model to .safetensors, offline",
+        description="Convert a pickled model file (.pth/.pt/.ckpt) to .safetensors with a JSON card beside it. "
+        "The pickle is read by spandrel's restricted unpickler: a file that would run code is refused. "
+        "Needs srserve[community].",
+    )
+    p.add_argument("input", type=Path, help="the .pth (or .pt/.ckpt) file")
+    p.add_argument("output", type=Path, help="the .safetensors file to write (its card goes to the same stem .json)")
+    p.add_argument("--licence", help="the weights' licence, recorded in the card (e.g. CC-BY-NC-SA-4.0)")
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from srserve.models.community import CommunityModelError
+    from srserve.models.community.convert import convert
+
+    try:
+        card = convert(args.input, args.output, licence=args.licence)
+    except (CommunityModelError, OSError) as e:
+        print(f"srserve: {e}", file=sys.stderr)
+        return 1
+    print(f"{display(args.output)}: {card['architecture']} x{card['scale']}, {card['parameters']} parameters")
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from srserve.models.community import CommunityModelError
     from srserve.service.gpu_jpeg import GpuJpegUnavailable
     from srserve.service.server import serve
     from srserve.service.settings import Settings
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    given = (("host", args.host), ("port", args.port), ("models_dir", args.models))
+    overrides = {k: v for k, v in given if v is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
@@ -159,7 +188,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         serve(settings)
-    except GpuJpegUnavailable as e:
+    except (GpuJpegUnavailable, CommunityModelError) as e:
         print(f"srserve: {e}", file=sys.stderr)
         return 2
     return 0
@@ -170,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     add_serve(sub)
     add_upscale(sub)
+    add_convert(sub)
     return parser
 
 
@@ -178,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     keep_large_allocations()
     if args.command == "upscale":
         return upscale(args)
+    if args.command == "convert":
+        return run_convert(args)
     if args.command in ("serve", None):  # plain `srserve` serves
         if args.command is None:
-            args.host = args.port = None
+            args.host = args.port = args.models = None
         return run_serve(args)
     return 2
 

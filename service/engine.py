@@ -436,7 +436,7 @@ class Engine:
         def run(p: str) -> np.ndarray:
             return predict(entry.module, images, device=self.pool.device, precision=p)
 
-        entry.precision, entry.precision_psnr_db = precision.choose(run)
+        entry.precision, entry.precision_psnr_db = precision.choose(run, candidates=entry.precisions)
         tried = ", ".join(f"{p} {db:.1f} dB" for p, db in entry.precision_psnr_db.items())
         log.info("%s x%d runs %s (against fp32: %s)", entry.name, int(entry.scale), entry.precision, tried)
 

@@ -16,8 +16,13 @@ from torch import nn
 
 from srserve.models import MODELS
 from srserve.models.catalog import get_upsampler, learned_scales
+from srserve.models.community import choose_tiling
+from srserve.models.community.detect import CommunityModel
+from srserve.models.registry import Registry
 from srserve.models.resize import Interpolate
+from srserve.service import community
 from srserve.service.cost_model import CostModel
+from srserve.service.precision import CANDIDATES
 
 
 @dataclass
@@ -34,6 +39,8 @@ class ModelEntry:
     precision_psnr_db: dict[str, float] = field(default_factory=dict)  # what that measurement found
     grid: int = 1  # windows start on multiples of this (2**depth for a network that pools, 16 for dejpeg's phase)
     min_window: int = 0  # the smallest window worth cutting for this model's halo (0: any)
+    whole: bool = False  # the image runs as one window (a community network that cannot be tiled exactly)
+    precisions: tuple[str, ...] = CANDIDATES  # reduced precisions it may run in (what its architecture supports)
 
     def max_window(self, configured: int) -> int:
         """SR_TILE_SIZE, or this model's smallest useful window if its halo needs more."""
@@ -59,6 +66,8 @@ class ModelPool:
         window: the largest LR window side (core + 2 x halo); the planner picks sizes up to it.
         precision: per-model autocast precision on CUDA (``fp32``, ``fp16``, ``bf16``).
         auto_precision: models not in ``precision`` are measured for it at warm-up (on CUDA).
+        models_dir: community model files, each served under its stem (:mod:`srserve.service.community`).
+        skip_bad_models: a file there that cannot be served is logged and left out instead of raising.
     """
 
     device: torch.device
@@ -67,6 +76,8 @@ class ModelPool:
     window: int = 1024
     precision: dict[str, str] = field(default_factory=dict)
     auto_precision: bool = False
+    models_dir: Path | None = None
+    skip_bad_models: bool = False
     learned: dict[tuple[str, int], ModelEntry] = field(default_factory=dict, init=False)
     _resizers: dict[tuple[Any, ...], ModelEntry] = field(default_factory=dict, init=False)
 
@@ -74,7 +85,17 @@ class ModelPool:
         names = list(self.enabled) if self.enabled is not None else MODELS.names()
         for n in names:
             MODELS.get(n)  # fail at start-up on a misspelt name
-        self.names = sorted(names)
+        self.community: list[CommunityModel] = []
+        if self.models_dir is not None:  # detected now: a bad file stops start-up before the port opens
+            self.community = community.load_folder(self.models_dir, self.device, skip_bad=self.skip_bad_models)
+        #: Every model this server knows by name: the built-in ones and its community files.
+        self.catalog: Registry = community.catalog(self.community)
+        self.names = sorted([*names, *(m.name for m in self.community)])
+        served = {n for n in self.names if self.catalog.get(n).kind == "learned"}
+        if wrong := sorted(set(self.precision) - served):
+            raise ValueError(
+                f"SR_PRECISION names {wrong}, which are not served learned models; allowed: {sorted(served)}"
+            )
 
     def load(self) -> None:
         """Load every enabled learned model at every scale with weights.
@@ -84,7 +105,7 @@ class ModelPool:
         """
         learned: dict[tuple[str, int], ModelEntry] = {}
         for name in self.names:
-            if MODELS.get(name).kind != "learned":
+            if name not in MODELS or MODELS.get(name).kind != "learned":  # resizers; community files below
                 continue
             for scale in learned_scales(name, self.weights_dir):
                 module, card = get_upsampler(name, scale, weights_dir=self.weights_dir, device=self.device)
@@ -102,7 +123,34 @@ class ModelPool:
                     # A window under 2x the halo holds no core; under 4x it computes mostly halo.
                     min_window=-(-4 * radius // grid) * grid,
                 )
+        for model in self.community:
+            learned[(model.name, int(model.card["scale"]))] = self._community_entry(model)
         self.learned = learned
+
+    def _community_entry(self, model: CommunityModel) -> ModelEntry:
+        """Measure how the file's network tiles (on this device) and enter it like a built-in model."""
+        tiling = choose_tiling(model.net)
+        model.card["tiling"] = {"mode": tiling.mode, "radius": tiling.radius, "grid": tiling.grid}
+        card = model.card
+        allowed = {"fp32": True, "fp16": card["supports_half"], "bf16": card["supports_bfloat16"]}
+        chosen = self.precision.get(model.name, "fp32")
+        if not allowed[chosen]:
+            raise ValueError(
+                f"SR_PRECISION sets {model.name} to {chosen}, which {card['architecture']} does not support"
+            )
+        return ModelEntry(
+            model.name,
+            "learned",
+            model.net,
+            tiling.radius,
+            card,
+            chosen,
+            auto_precision=self.auto_precision and model.name not in self.precision,
+            grid=tiling.grid,
+            min_window=-(-4 * tiling.radius // tiling.grid) * tiling.grid,
+            whole=tiling.mode == "whole",
+            precisions=tuple(p for p in CANDIDATES if allowed[p]),
+        )
 
     def scales(self, name: str) -> list[int]:
         return sorted(s for n, s in self.learned if n == name)

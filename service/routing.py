@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from srserve.models import MODELS
+from srserve.models.registry import Registry
 from srserve.models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES
 from srserve.service.model_pool import ModelEntry, ModelPool
 
@@ -47,9 +48,15 @@ class Route:
 DEFAULT_SCALE = 2.0
 
 
-def default_scale(model: str) -> float:
-    """1 for restoration (x1) models, else :data:`DEFAULT_SCALE`."""
-    return 1.0 if model in MODELS and MODELS.get(model).task != "upscale" else DEFAULT_SCALE
+def default_scale(model: str, catalog: Registry = MODELS) -> float:
+    """1 for restoration (x1) models, a model's only scale where it has one (a community file), else
+    :data:`DEFAULT_SCALE`."""
+    if model not in catalog:
+        return DEFAULT_SCALE
+    spec = catalog.get(model)
+    if spec.task != "upscale":
+        return 1.0
+    return float(spec.scales[0]) if len(spec.scales) == 1 else DEFAULT_SCALE
 
 
 def check_name(pool: ModelPool, name: str) -> None:
@@ -72,7 +79,7 @@ def resolve(
     """Map request parameters onto a :class:`Route`, or raise :class:`RequestError`."""
     check_name(pool, name)
     h, w = in_size
-    spec = MODELS.get(name)
+    spec = pool.catalog.get(name)
     if spec.kind == "learned":
         if align_corners is not None or antialias is not None:
             raise RequestError(
@@ -83,6 +90,8 @@ def resolve(
         allowed = pool.scales(name)
         factor = _learned_factor(name, h, w, scale, width, height, allowed)
         entry = pool.learned[(name, factor)]
+        if entry.whole:  # a network that cannot be tiled exactly: the image is one window
+            return Route(entry, ("learned", name, factor), (h * factor, w * factor), False, factor)
         return Route(entry, ("learned", name, factor), (h * factor, w * factor), True, factor)
     if align_corners is not None and name not in ALIGN_CORNERS_MODES:
         raise RequestError(

@@ -48,6 +48,8 @@ class Runtime:
             window=settings.tile_size,
             precision=dict(settings.precision),
             auto_precision=settings.auto_precision,
+            models_dir=settings.models_dir,
+            skip_bad_models=settings.skip_bad_models,
         )
         # Lanes only where batches run on the host; a GPU batch is one launch.
         self.lanes = (

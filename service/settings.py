@@ -31,7 +31,17 @@ class Settings(BaseSettings):
     port: int = 8000
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
-    models: Annotated[list[str] | None, NoDecode] = Field(None, description="comma-separated names; default all")
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="comma-separated built-in model names; default all (every file of models_dir is served)"
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="a folder of community .safetensors files (spandrel-detected), each served under its stem;"
+        " needs srserve[community]",
+    )
+    skip_bad_models: bool = Field(
+        False, description="a file of models_dir that cannot be served is logged and left out instead of stopping"
+    )
     precision: dict[str, Literal["fp32", "fp16", "bf16"]] = Field(
         default_factory=dict, description='per-model autocast on CUDA, JSON: {"espcn": "fp16"}'
     )
@@ -95,7 +105,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _precision_names_served_learned_models(self) -> Settings:
-        """A misspelt SR_PRECISION key would silently run that model in fp32: refuse it at start."""
+        """A misspelt SR_PRECISION key would silently run that model in fp32: refuse it at start.
+
+        Names of community models are known once their files are read: the model pool checks those."""
+        if self.models_dir is not None:
+            return self
         learned = MODELS.names("learned")
         served = [n for n in learned if self.models is None or n in self.models]
         wrong = sorted(set(self.precision) - set(served))

@@ -76,7 +76,7 @@ async def _warm_models(engine: Engine) -> None:
     pool = engine.pool
     pixels = np.random.default_rng(1).integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)
     for name in pool.names:
-        scales = pool.scales(name) or [default_scale(name)]
+        scales = pool.scales(name) or [default_scale(name, pool.catalog)]
         for scale in scales:
             try:
                 route = resolve(pool, name, in_size=(SIDE, SIDE), scale=scale)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -40,6 +41,16 @@ def sample(client: TestClient, name: str, labels: dict[str, str] | None = None) 
 
 def png(image: Image.Image) -> bytes:
     return imagegen.encode(image, "PNG")
+
+
+def png_of(pixels: np.ndarray) -> bytes:
+    return imagegen.encode(Image.fromarray(pixels), "PNG")
+
+
+def pixels_of(response: httpx.Response) -> np.ndarray:
+    """The RGB pixels of a 200 answer."""
+    assert response.status_code == 200, response.text
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
 def upload(client: TestClient, data: bytes, **params: object) -> httpx.Response:

@@ -3,7 +3,6 @@ same bits as sreval's direct model output."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from srserve.models.catalog import get_upsampler
 from srserve.models.imageops import upscale_array
@@ -19,9 +17,8 @@ from srserve.models.training.degrade import TASKS
 from srserve.service.model_pool import ModelPool
 from srserve.service.routing import resolve
 from srserve.service.windows import run_route
-from tests import imagegen
 from tests.conftest import WEIGHTS, smooth_image
-from tests.inprocess import app_client, sample, upload
+from tests.inprocess import app_client, pixels_of, png_of, sample, upload
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +27,6 @@ def client() -> Iterator[TestClient]:
     # the concurrent requests below, which is not what these tests are about.
     with app_client(tile_size=128, warmup=False, max_queue_wait_s=600) as c:
         yield c
-
-
-def png(pixels: np.ndarray) -> bytes:
-    return imagegen.encode(Image.fromarray(pixels), "PNG")
-
-
-def pixels_of(response) -> np.ndarray:
-    assert response.status_code == 200, response.text
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
 def degraded(task: str, h: int = 60, w: int = 84) -> np.ndarray:
@@ -50,7 +38,7 @@ def degraded(task: str, h: int = 60, w: int = 84) -> np.ndarray:
 def test_x1_by_default_and_bit_identical_to_the_model_alone(client: TestClient, task: str) -> None:
     """The API answers exactly what sreval measures: the model on the whole image (upscale_array)."""
     lq = degraded(task)
-    r = upload(client, png(lq), model=task)
+    r = upload(client, png_of(lq), model=task)
     model, _ = get_upsampler(task, 1, weights_dir=WEIGHTS)
     assert np.array_equal(pixels_of(r), upscale_array(model, lq))
     assert r.headers["x-output-size"] == "84x60"
@@ -62,7 +50,7 @@ def test_bit_identical_when_cut_into_windows_and_batched_with_other_requests(cli
     their windows share batches: each answer is still the whole image through the model, bit for bit."""
     images = [degraded(task, 300 + 8 * i, 260 - 6 * i) for i in range(6)]
     with ThreadPoolExecutor(len(images)) as pool:
-        answers = list(pool.map(lambda lq: upload(client, png(lq), model=task), images))
+        answers = list(pool.map(lambda lq: upload(client, png_of(lq), model=task), images))
     model, _ = get_upsampler(task, 1, weights_dir=WEIGHTS)
     for lq, r in zip(images, answers, strict=True):
         out = pixels_of(r)
@@ -75,7 +63,7 @@ def test_bit_identical_when_cut_into_windows_and_batched_with_other_requests(cli
 
 @pytest.mark.parametrize("task", ["dejpeg", "denoise"])
 def test_other_scales_are_refused_with_the_allowed_one(client: TestClient, task: str) -> None:
-    r = upload(client, png(degraded(task)), model=task, scale=2)
+    r = upload(client, png_of(degraded(task)), model=task, scale=2)
     assert r.status_code == 422
     assert r.json()["error"]["allowed"] == [1] and r.json()["error"]["field"] == "scale"
 
@@ -91,7 +79,7 @@ def test_models_lists_them_with_their_task(client: TestClient) -> None:
 def test_restore_then_upscale_in_one_request(client: TestClient) -> None:
     lq = degraded("denoise", 70, 90)
     before = sample(client, "srserve_image_pixels_total", {"model": "denoise"})
-    r = upload(client, png(lq), model="espcn", scale=2, restore="denoise")
+    r = upload(client, png_of(lq), model="espcn", scale=2, restore="denoise")
     out = pixels_of(r)
     assert out.shape == (140, 180, 3)
     assert r.headers["x-tile-plan"].startswith("denoise: ") and "; then espcn: " in r.headers["x-tile-plan"]
@@ -107,7 +95,7 @@ def test_restore_then_upscale_in_one_request(client: TestClient) -> None:
 
 
 def test_restore_must_be_a_restoration_model(client: TestClient) -> None:
-    r = upload(client, png(degraded("dejpeg")), model="espcn", scale=2, restore="bicubic")
+    r = upload(client, png_of(degraded("dejpeg")), model="espcn", scale=2, restore="bicubic")
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["field"] == "restore" and error["allowed"] == ["dejpeg", "denoise"]

@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from srserve.models import MODELS
 from srserve.models.resize import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, RESIZE_RADIUS
 from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import Engine
@@ -33,8 +32,14 @@ class PlanExample(BaseModel):
 class Tiling(BaseModel):
     """How images are cut for this model: windows up to ``max_window`` px, ``halo`` px shared at each seam."""
 
+    mode: str = Field(
+        "exact",
+        description="exact: windows stitch to the whole-image output bit for bit; whole: each image runs as one "
+        "window (a network with a global reach, measured at load)",
+    )
     max_window: int
     halo: int
+    grid: int = Field(1, description="windows start on multiples of this many LR px (pooling, attention windows)")
     cost_measured: bool
     buckets: list[int] = Field(
         default_factory=list,
@@ -54,8 +59,10 @@ def tiling(engine: Engine, route: Route) -> Tiling:
     entry = route.entry
     max_window = entry.max_window(engine.pool.window)
     return Tiling(
+        mode="whole" if entry.whole else "exact",
         max_window=max_window,
         halo=entry.radius,
+        grid=entry.grid,
         cost_measured=entry.cost.measured,
         buckets=list(entry.buckets),
         plans=plans,
@@ -77,6 +84,28 @@ class Variant(BaseModel):
     sha256: str
 
 
+class SizeRequirements(BaseModel):
+    minimum: int
+    multiple_of: int
+    square: bool
+
+
+class Community(BaseModel):
+    """Where a model from ``SR_MODELS_DIR`` comes from, as detected and as its sidecar says."""
+
+    file: str
+    architecture: str
+    architecture_name: str
+    purpose: str = Field(description="spandrel's: SR (an upscaler) or Restoration (x1)")
+    code_licence: str = Field(description="the licence of the architecture's code (in spandrel)")
+    licence: str = Field(description="the weights' licence, from the sidecar (unknown without one)")
+    display_name: str | None = None
+    size_requirements: SizeRequirements
+    supports_half: bool
+    supports_bfloat16: bool
+    tags: list[str]
+
+
 class ModelInfo(BaseModel):
     """One model. ``scales``: the trained integer factors of a learned model (empty while
     loading); empty for a resizer, which takes ``any_scale``."""
@@ -91,6 +120,20 @@ class ModelInfo(BaseModel):
     receptive_radius: int | None = None
     tiling: Tiling | None = None
     variants: list[Variant] = []
+    community: Community | None = None
+
+
+def community_info(name: str, card: dict[str, Any]) -> Community:
+    return Community(
+        file=f"{name}.safetensors",
+        display_name=card.get("display_name"),
+        size_requirements=SizeRequirements(**card["size_requirements"]),
+        **{
+            k: card[k]
+            for k in Community.model_fields
+            if k in card and k not in ("size_requirements", "file", "display_name")
+        },
+    )
 
 
 class Limits(BaseModel):
@@ -126,8 +169,9 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
     pool, engine = runtime.pool, runtime.engine
     learned = pool.learned  # one snapshot: loading publishes the whole set at once
     out = []
+    community = {m.name: m.card for m in pool.community}
     for name in pool.names:
-        spec = MODELS.get(name)
+        spec = pool.catalog.get(name)
         if spec.kind == "resize":
             r = RESIZE_RADIUS[name]
             options = [
@@ -178,6 +222,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                 any_scale=False,
                 options=[],
                 variants=variants,
+                community=community_info(name, community[name]) if name in community else None,
             )
         )
     s = runtime.settings

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from srserve.models import MODELS
 from srserve.service.admission import Ticket
 from srserve.service.deps import ApiKeyDep, RuntimeDep
 from srserve.service.engine import Priority, QueueFull
@@ -152,7 +151,7 @@ def request_error(e: RequestError) -> APIError:
 def restore_route(runtime: Runtime, size: tuple[int, int], name: str) -> Route:
     """The x1 restoration that runs before the upscaler."""
     pool = runtime.pool
-    restorers = [n for n in pool.names if MODELS.get(n).task != "upscale" and pool.scales(n)]
+    restorers = [n for n in pool.names if pool.catalog.get(n).task != "upscale" and pool.scales(n)]
     if name not in restorers:
         raise APIError(
             422,
@@ -172,7 +171,7 @@ def route_for(runtime: Runtime, size: tuple[int, int], params: UpscaleParams) ->
     chain = [restore_route(runtime, size, params.restore)] if params.restore is not None else []
     scale = params.scale
     if scale is None and params.width is None and params.height is None:
-        scale = default_scale(params.model)
+        scale = default_scale(params.model, runtime.pool.catalog)
     try:
         route = resolve(
             runtime.pool,

@@ -1,0 +1,158 @@
+"""How a community network may be tiled, measured on the network itself (no list of names).
+
+* **Reach**: a batch of one random image and copies of it with single pixels changed;
+  the output pixels that differ from the first copy's are those a pixel reaches.
+  The largest distance, over pixels at several phases (window attention reaches
+  differently from different positions in its window), is the LR radius a halo
+  must cover. A reach that touches the border of the largest probe is global
+  (channel attention, global pooling) as far as tiling is concerned.
+* **Exactness**: an image cut into 2x2 windows with that halo, run as one batch
+  as the engine batches them, must stitch to the whole image's output with 0
+  differing 8-bit pixels. Tried with windows starting on multiples of 1, 2, 4, ...
+  (and of the architecture's ``multiple_of``): a network that pads to its attention
+  window, or pools, is exact only on its own grid. The smallest grid that is exact wins.
+* Otherwise the whole image is one window (``mode="whole"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from srserve.models.community.net import SpandrelNet
+
+#: LR probe sides tried in turn; a reach at the border of the last is global.
+PROBES = (48, 96, 192)
+#: Changed pixels' offsets from the probe's centre: phases 0-15 of any window up to 16 px.
+OFFSETS = ((0, 0), (3, 5), (7, 7), (5, 12), (12, 2), (15, 15))
+#: Window grids tried for exact stitching (windows start on multiples of one).
+GRIDS = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """``exact``: windows with a halo of ``radius`` LR px, starting on multiples of ``grid``, stitch to the
+    whole image's output; ``whole``: the image runs as one window."""
+
+    mode: Literal["exact", "whole"]
+    radius: int = 0
+    grid: int = 1
+
+
+def _run(net: SpandrelNet, x: torch.Tensor) -> torch.Tensor:
+    param = next(net.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    with torch.inference_mode():
+        return net(x.to(device, dtype).contiguous(memory_format=torch.channels_last)).cpu()
+
+
+def _bases(probe: int, seed: int, faint: bool) -> list[torch.Tensor]:
+    """Images the changes are made in: full-range noise, and (``faint``) faint noise on grey, where a random
+    network saturates less (a saturated unit hides what reaches it)."""
+    g = torch.Generator().manual_seed(seed)
+    bases = [torch.rand(1, 3, probe, probe, generator=g)]
+    if faint:
+        bases.append(0.5 + 0.05 * torch.randn(1, 3, probe, probe, generator=g))
+    return bases
+
+
+def reach(
+    net: SpandrelNet, probe: int, offsets: tuple[tuple[int, int], ...] = OFFSETS, faint: bool = True, seed: int = 0
+) -> int | None:
+    """The LR radius around a changed pixel in which the output changes; None where it touches the probe's edge."""
+    c = probe // 2 - 8
+    s = net.scale
+    radius = 0
+    for base in _bases(probe, seed, faint):
+        batch = base.repeat(1 + len(offsets), 1, 1, 1)
+        for i, (dy, dx) in enumerate(offsets, start=1):
+            batch[i, :, c + dy, c + dx] = 1.0 - batch[i, :, c + dy, c + dx]
+        out = _run(net, batch)
+        for i, (dy, dx) in enumerate(offsets, start=1):
+            changed = (out[i] != out[0]).any(dim=0).nonzero()
+            if not len(changed):
+                continue
+            lr = changed // s
+            y, x = c + dy, c + dx
+            r = int(torch.maximum((lr[:, 0] - y).abs(), (lr[:, 1] - x).abs()).max())
+            if r >= min(y, x, probe - 1 - y, probe - 1 - x):
+                return None
+            radius = max(radius, r)
+    return radius
+
+
+def measured_reach(net: SpandrelNet) -> int | None:
+    """:func:`reach` on growing probes until one holds it; None: global (as far as the largest probe sees).
+
+    Measured in float64 where the network runs in it (float32 rounds a change that has passed through many
+    layers to nothing sooner, which would understate the reach). A larger probe is first tried with one
+    changed pixel, so a global network costs two images per probe, not the full set."""
+    try:
+        wide = net.widened()
+        _run(wide, torch.rand(1, 3, 16, 16))
+    except (RuntimeError, TypeError):  # a network with float32 built in
+        wide = net
+    first, *larger = PROBES
+    if (r := reach(wide, first)) is not None:
+        return r
+    for probe in larger:
+        if reach(wide, probe, offsets=OFFSETS[:1], faint=False) is not None:
+            return reach(wide, probe)
+    return None
+
+
+def _axis(length: int, halo: int, grid: int) -> tuple[int, int, int]:
+    """Two windows of one length along an axis: (window, second start, cut between the cores).
+
+    The second starts on an odd multiple of ``grid``, so a network exact only on a coarser grid fails."""
+    window = length // 2 + halo + grid
+    start = (length - window) // grid * grid
+    if (start // grid) % 2 == 0:
+        start -= grid
+    window = length - start
+    cut = (start + window) // 2
+    return window, start, cut
+
+
+def tiles_exact(net: SpandrelNet, radius: int, grid: int, seed: int = 1) -> bool:
+    """Whether 2x2 windows with halo ``radius`` on ``grid``, run as one batch, stitch to the whole output
+    (compared as 8-bit pixels, which is what the service answers)."""
+    s = net.scale
+    side = 4 * radius + 4 * grid + 40
+    h, w = side, side + grid + 7  # unequal sides, neither a multiple of the grid
+    image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    wh, sh, ch = _axis(h, radius, grid)
+    ww, sw, cw = _axis(w, radius, grid)
+    if min(ch - sh, wh - ch, cw - sw, ww - cw) < radius:
+        return False
+    starts = [(y, x) for y in (0, sh) for x in (0, sw)]
+    windows = torch.cat([image[..., y : y + wh, x : x + ww] for y, x in starts])
+    whole = _run(net, image)[0]
+    tiled = _run(net, windows)
+    stitched = torch.empty_like(whole)
+    for k, (y, x) in enumerate(starts):
+        y0, y1 = (0, ch) if y == 0 else (ch, h)
+        x0, x1 = (0, cw) if x == 0 else (cw, w)
+        stitched[:, y0 * s : y1 * s, x0 * s : x1 * s] = tiled[
+            k, :, (y0 - y) * s : (y1 - y) * s, (x0 - x) * s : (x1 - x) * s
+        ]
+
+    def pixels(t: torch.Tensor) -> torch.Tensor:
+        return t.clamp(0, 1).mul(255).round()
+
+    return torch.equal(pixels(stitched), pixels(whole))
+
+
+def choose_tiling(net: SpandrelNet) -> Tiling:
+    """Measure ``net`` and set its ``receptive_radius`` and ``grid`` for the planner (see the module doc)."""
+    radius = measured_reach(net)
+    if radius is not None:
+        grids = sorted({g for g in (*GRIDS, net.multiple_of) if g % net.multiple_of == 0})
+        for grid in grids:
+            if tiles_exact(net, radius, grid):
+                net.receptive_radius, net.grid = radius, grid
+                return Tiling("exact", radius, grid)
+    net.receptive_radius, net.grid = 0, 1
+    return Tiling("whole")
