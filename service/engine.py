@@ -28,6 +28,7 @@ from srserve.service import buckets, padding, precision
 from srserve.service.admission import Prediction, Priority, QueueFull, Ticket, WaitPredictor
 from srserve.service.batch_runner import BatchRunner, Runner
 from srserve.service.batching import STOP, Backlog, Message, collect_batch
+from srserve.service.blend import Blend
 from srserve.service.cost_model import measure
 from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.inference import predict
@@ -335,6 +336,7 @@ class Engine:
             admitted=now if ticket is None else ticket.admitted,
             first_key=route.key,
             calibration=factor,
+            blend=Blend(route.out_size, pixels.shape[:2], route.scale) if route.blend else None,
         )
         items = self._items(job, route, plan, factor)
         if arrived is not None:
@@ -367,6 +369,7 @@ class Engine:
         assert isinstance(pixels, np.ndarray)  # only the last stage stitches into an image
         job.route, job.plan, job.pixels = stage.route, stage.plan, pixels
         job.out = new_output(stage.route, pixels, as_image=job.into_image and not job.later)
+        job.blend = Blend(stage.route.out_size, pixels.shape[:2], stage.route.scale) if stage.route.blend else None
         job.remaining = len(stage.plan.tiles)
         items = self._items(job, stage.route, stage.plan, stage.factor)
         with self._lock:  # admitted with its seconds and for its largest stage: no second check
@@ -671,8 +674,14 @@ class Engine:
                 job = work.job
                 if job.finished:
                     continue
-                place(job.out, work.tile, result, route.scale)
+                if job.blend is not None and work.tile is not None:
+                    job.blend.add(work.tile, result)
+                else:
+                    place(job.out, work.tile, result, route.scale)
                 job.remaining -= 1
+                if job.remaining == 0 and job.blend is not None:
+                    job.blend.finish(job.out)
+                    job.blend = None
                 if job.remaining == 0 and job.later:
                     try:
                         self._next_stage(job)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from srserve.service.admission import Prediction
 from srserve.service.batch_runner import Pending
+from srserve.service.blend import Blend
 from srserve.service.planner import Plan
 from srserve.service.request_context import REQUEST_ID
 from srserve.service.routing import Route
@@ -62,6 +63,7 @@ class Job:
     prediction: Prediction = field(default_factory=lambda: Prediction(0.0, 0.0, 1.0, 0.0))  # admission's
     compute_s: float = 0.0  # device time of the batches it was part of
     request_id: str = field(default_factory=REQUEST_ID.get)  # for the worker's log lines
+    blend: Blend | None = None  # this stage's windows are blended, not pasted (service/blend.py)
     cancelled: bool = False  # set from the loop: client gone or deadline passed
     finished: bool = False  # set by the worker: result or error delivered
 

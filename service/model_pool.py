@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,8 +21,9 @@ from srserve.models.community import choose_tiling
 from srserve.models.community.detect import CommunityModel
 from srserve.models.registry import Registry
 from srserve.models.resize import Interpolate
-from srserve.service import community
+from srserve.service import blend, community
 from srserve.service.cost_model import CostModel
+from srserve.service.inference import predict
 from srserve.service.precision import CANDIDATES
 
 
@@ -39,7 +41,9 @@ class ModelEntry:
     precision_psnr_db: dict[str, float] = field(default_factory=dict)  # what that measurement found
     grid: int = 1  # windows start on multiples of this (2**depth for a network that pools, 16 for dejpeg's phase)
     min_window: int = 0  # the smallest window worth cutting for this model's halo (0: any)
-    whole: bool = False  # the image runs as one window (a community network that cannot be tiled exactly)
+    whole: bool = False  # no exact halo (a community network's reach is global): whole images, or blended windows
+    whole_pixels: int = 0  # LR pixels a whole image may have; larger ones run in blended windows
+    blend_psnr_db: float | None = None  # blended windows against the whole image, measured at load
     precisions: tuple[str, ...] = CANDIDATES  # reduced precisions it may run in (what its architecture supports)
 
     def max_window(self, configured: int) -> int:
@@ -68,6 +72,7 @@ class ModelPool:
         auto_precision: models not in ``precision`` are measured for it at warm-up (on CUDA).
         models_dir: community model files, each served under its stem (:mod:`srserve.service.community`).
         skip_bad_models: a file there that cannot be served is logged and left out instead of raising.
+        whole_max_pixels: a network without an exact halo runs images whole up to this; larger ones blended.
     """
 
     device: torch.device
@@ -78,6 +83,7 @@ class ModelPool:
     auto_precision: bool = False
     models_dir: Path | None = None
     skip_bad_models: bool = False
+    whole_max_pixels: int = 4_194_304
     learned: dict[tuple[str, int], ModelEntry] = field(default_factory=dict, init=False)
     _resizers: dict[tuple[Any, ...], ModelEntry] = field(default_factory=dict, init=False)
 
@@ -138,6 +144,10 @@ class ModelPool:
             raise ValueError(
                 f"SR_PRECISION sets {model.name} to {chosen}, which {card['architecture']} does not support"
             )
+        grid, blend_db = tiling.grid, None
+        if tiling.mode == "whole":  # blended windows where an image is over the budget: on the grid that errs least
+            grid, blend_db = self._blend_grid(model)
+            card["tiling"].update(grid=grid, blend_psnr_db=blend_db)
         return ModelEntry(
             model.name,
             "learned",
@@ -146,11 +156,19 @@ class ModelPool:
             card,
             chosen,
             auto_precision=self.auto_precision and model.name not in self.precision,
-            grid=tiling.grid,
-            min_window=-(-4 * tiling.radius // tiling.grid) * tiling.grid,
+            grid=grid,
+            min_window=-(-4 * tiling.radius // grid) * grid,
             whole=tiling.mode == "whole",
+            whole_pixels=self.whole_max_pixels,
+            blend_psnr_db=blend_db,
             precisions=tuple(p for p in CANDIDATES if allowed[p]),
         )
+
+    def _blend_grid(self, model: CommunityModel) -> tuple[int, float]:
+        def run(windows: np.ndarray) -> np.ndarray:
+            return predict(model.net, windows, device=self.device)
+
+        return blend.best_grid(run, int(model.card["scale"]))
 
     def scales(self, name: str) -> list[int]:
         return sorted(s for n, s in self.learned if n == name)

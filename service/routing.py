@@ -36,6 +36,7 @@ class Route:
     tiled: bool
     scale: int  # integer factor when tiled, else 0
     size_arg: tuple[int, int] | None = None  # explicit output size for whole-image resizes
+    blend: bool = False  # overlapped windows blended (a network with no exact halo, on an image over its budget)
 
     def size_for(self, window: tuple[int, int]) -> tuple[int, int] | None:
         """The output size to pass the module for a window of ``window`` LR pixels."""
@@ -90,8 +91,9 @@ def resolve(
         allowed = pool.scales(name)
         factor = _learned_factor(name, h, w, scale, width, height, allowed)
         entry = pool.learned[(name, factor)]
-        if entry.whole:  # a network that cannot be tiled exactly: the image is one window
-            return Route(entry, ("learned", name, factor), (h * factor, w * factor), False, factor)
+        if entry.whole:  # no exact halo: the image whole, or (too large for that) in blended windows
+            blended = h * w > entry.whole_pixels
+            return Route(entry, ("learned", name, factor), (h * factor, w * factor), blended, factor, blend=blended)
         return Route(entry, ("learned", name, factor), (h * factor, w * factor), True, factor)
     if align_corners is not None and name not in ALIGN_CORNERS_MODES:
         raise RequestError(

@@ -50,6 +50,7 @@ class Runtime:
             auto_precision=settings.auto_precision,
             models_dir=settings.models_dir,
             skip_bad_models=settings.skip_bad_models,
+            whole_max_pixels=settings.whole_max_pixels,
         )
         # Lanes only where batches run on the host; a GPU batch is one launch.
         self.lanes = (

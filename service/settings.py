@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         description="a folder of community .safetensors files (spandrel-detected), each served under its stem;"
         " needs srserve[community]",
     )
+    whole_max_pixels: int = Field(
+        4_194_304,
+        ge=4096,
+        description="a network with a global reach runs an image whole up to this many LR pixels (its device "
+        "memory budget); a larger image runs in overlapped windows of at most its square root, blended",
+    )
     skip_bad_models: bool = Field(
         False, description="a file of models_dir that cannot be served is logged and left out instead of stopping"
     )

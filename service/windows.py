@@ -7,12 +7,13 @@ and the reference in tests), so both stitch the same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from srserve.service import buckets, planner
+from srserve.service import blend, buckets, planner
 from srserve.service.inference import predict
 from srserve.service.model_pool import ModelPool
 from srserve.service.planner import Plan
@@ -36,6 +37,8 @@ def plan_windows(
     entry = route.entry
     if not route.tiled:
         return planner.whole(height, width, entry.cost)
+    if route.blend:
+        return blend.plan(height, width, math.isqrt(entry.whole_pixels), entry.cost, entry.grid)
     side = entry.max_window(max_side)
     exact = planner.choose(height, width, halo=entry.radius, max_side=side, cost=entry.cost, align=entry.grid)
     if not entry.buckets:
@@ -101,6 +104,7 @@ def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: in
     entry = route.entry
     plan = plan_windows(route, *pixels.shape[:2], pool.window)
     out = np.empty((*route.out_size, 3), dtype=pixels.dtype)
+    mixed = blend.Blend(route.out_size, pixels.shape[:2], route.scale) if route.blend else None
     tiles = plan.tiles
     for i in range(0, len(tiles), batch_tiles):  # a plan's windows share one shape
         chunk = tiles[i : i + batch_tiles]
@@ -110,5 +114,10 @@ def run_route(pool: ModelPool, route: Route, pixels: np.ndarray, batch_tiles: in
         valid = valid_sizes(chunk, plan.window) if plan.bucketed else None
         results = predict(entry.module, windows, device=pool.device, precision=entry.precision, size=size, valid=valid)
         for tile, result in zip(chunk, results, strict=True):
-            place(out, tile, result, route.scale)
+            if mixed is not None and tile is not None:
+                mixed.add(tile, result)
+            else:
+                place(out, tile, result, route.scale)
+    if mixed is not None:
+        mixed.finish(out)
     return out

@@ -18,6 +18,7 @@ from srserve.models.community import CommunityModelError, SpandrelNet, choose_ti
 from srserve.models.community.convert import convert
 from srserve.models.community.licences import CODE_LICENCES
 from srserve.models.imageops import upscale_array
+from srserve.service import blend
 from srserve.service.model_pool import ModelPool
 from tests.community_models import EXPECTED, write_models, write_sidecar
 from tests.conftest import WEIGHTS, smooth_image
@@ -38,8 +39,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def client(folder: Path) -> Iterator[TestClient]:
     # Windows forced small (tile_size 48: each model's own smallest useful window, 4x its halo, wins where larger);
     # unwarmed, so the flat cost prior plans and admission does not shed the concurrent requests below.
+    # Whole images up to 12,000 LR px (the 70x150 below runs whole, 120x160 blended).
     with app_client(
-        models_dir=folder, models=["espcn", "nearest"], tile_size=48, warmup=False, max_queue_wait_s=600
+        models_dir=folder,
+        models=["espcn", "nearest"],
+        tile_size=48,
+        warmup=False,
+        max_queue_wait_s=600,
+        whole_max_pixels=12_000,
     ) as c:
         yield c
 
@@ -110,6 +117,23 @@ def test_a_network_with_a_global_reach_is_never_tiled() -> None:
     net.net, net._call, net.scale = Global(), lambda m, x: m(x), 2
     net.minimum, net.multiple_of, net.square, net.contiguous_input, net._one_at_a_time = 0, 1, False, False, None
     assert choose_tiling(net).mode == "whole"
+
+
+@pytest.mark.parametrize("name", ["hat", "dat"])
+def test_a_global_network_over_its_budget_is_blended_within_its_reported_error(
+    client: TestClient, folder: Path, name: str
+) -> None:
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    tiling = models[name]["variants"][0]["tiling"]
+    assert tiling["mode"] == "whole" and tiling["whole_max_pixels"] == 12_000
+    reported = tiling["blend_psnr_db"]
+    image = blend.probe_image(120, 160, seed=4)
+    r = upload(client, png_of(image), model=name)
+    assert r.headers["x-tile-plan"].split()[0] != "1x1"  # 19,200 px: over the budget, so windows
+    got = pixels_of(r)
+    assert got.shape == (240, 320, 3)
+    # Its windows (109 px, the budget's side) are larger than the load-time probe's 96: no worse than reported.
+    assert blend.psnr_db(got, whole_image(folder, name, image)) >= reported - 0.5
 
 
 def test_concurrent_requests_of_different_architectures(client: TestClient, folder: Path) -> None:

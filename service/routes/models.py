@@ -40,6 +40,14 @@ class Tiling(BaseModel):
     max_window: int
     halo: int
     grid: int = Field(1, description="windows start on multiples of this many LR px (pooling, attention windows)")
+    whole_max_pixels: int | None = Field(
+        None, description="whole mode: LR pixels an image runs whole up to; a larger one runs in blended windows"
+    )
+    blend_psnr_db: float | None = Field(
+        None,
+        description="whole mode: PSNR of blended 96-px windows (32-px overlap, feathered) against the whole image,"
+        " measured at load on a photo-like probe (larger windows, as served, stitch closer); null: identical",
+    )
     cost_measured: bool
     buckets: list[int] = Field(
         default_factory=list,
@@ -47,6 +55,10 @@ class Tiling(BaseModel):
         "measured cost says batching pays and padding is exact for the model; empty: windows fit each image",
     )
     plans: list[PlanExample]
+
+
+def _finite(db: float | None) -> float | None:
+    return round(db, 2) if db is not None and math.isfinite(db) else None
 
 
 def tiling(engine: Engine, route: Route) -> Tiling:
@@ -63,6 +75,8 @@ def tiling(engine: Engine, route: Route) -> Tiling:
         max_window=max_window,
         halo=entry.radius,
         grid=entry.grid,
+        whole_max_pixels=entry.whole_pixels if entry.whole else None,
+        blend_psnr_db=_finite(entry.blend_psnr_db),
         cost_measured=entry.cost.measured,
         buckets=list(entry.buckets),
         plans=plans,
