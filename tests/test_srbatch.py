@@ -19,6 +19,7 @@ from srserve.client.cli import main as srbatch
 from srserve.client.inputs import discover, plan_outputs
 from srserve.client.replicas import Replicas, backoff, retry_after_seconds
 from tests import imagegen
+from tests.community_models import write_models
 from tests.server import Server, free_port, metric_value, running_server
 from tests.slow_model import slow_weights_dir
 
@@ -30,7 +31,9 @@ FAST = {"SR_TILE_SIZE": "64", "SR_MAX_BATCH_DELAY_MS": "5", "SR_WARMUP": "false"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("srbatch"), FAST) as s:
+    models = tmp_path_factory.mktemp("models")
+    write_models(models, ["compact"])  # a community file: srbatch takes it from /v1/models like any model
+    with running_server(tmp_path_factory.mktemp("srbatch"), {**FAST, "SR_MODELS_DIR": str(models)}) as s:
         yield s
 
 
@@ -80,6 +83,15 @@ def test_nested_tree_mixed_formats_and_a_corrupt_file(server: Server, tmp_path: 
     # A rerun skips what exists and retries only the failure.
     assert run(server.url, out, [src], "--report", str(rep)) == 1
     assert json.loads(rep.read_text())["summary"]["skipped"] == 5
+
+
+def test_a_community_model_at_its_scale(server: Server, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    made = make_tree(src, corrupt=False)
+    assert run(server.url, out, [src], model="compact", scale=4) == 0
+    with Image.open(made[0]) as a, Image.open(out / "a.png") as b:
+        assert b.size == (4 * a.width, 4 * a.height)
+    assert run(server.url, tmp_path / "out2", [src], model="compact", scale=2) == 2  # refused up front
 
 
 def test_globs_formats_and_overwrite(server: Server, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from tests import imagegen
+from tests.community_models import write_models
 from tests.server import Server, running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -48,6 +49,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "SR_MAX_OUTPUT_PIXELS": str(MAX_OUTPUT_PIXELS),
         "SR_WARMUP": "false",  # the page, not the cost measurement (13 s a start here)
     }
+    models = tmp_path_factory.mktemp("models")
+    write_models(models, ["compact"])  # a community file (x4 only): the page must offer it from /v1/models alone
+    env["SR_MODELS_DIR"] = str(models)
     with running_server(tmp_path_factory.mktemp("web"), env) as s:
         yield s
 
@@ -267,6 +271,13 @@ def test_the_api_key_is_kept_for_the_session_only(browser, server: Server) -> No
     assert page.input_value("#apikey") == "k-123"
     fresh = open_page(browser, server)  # another browser context: another session
     assert fresh.input_value("#apikey") == ""
+
+
+def test_a_community_model_is_offered_at_its_own_scale(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page.select_option("#model", "compact")
+    assert page.eval_on_selector_all("#scale option", "els => els.map(e => e.value)") == ["4"]
+    upload(page, image_file(tmp_path, "small.png", 30, 20), scale="4")
+    assert page.eval_on_selector("#right", NATURAL) == [120, 80]
 
 
 def test_restore_first_then_upscale(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
