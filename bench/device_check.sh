@@ -12,7 +12,7 @@
 #     python-dotenv annotated-types typing-inspection typing-extensions python-multipart \
 #     httpx httpcore certifi idna safetensors tqdm pytest pluggy iniconfig packaging \
 #     python-json-logger fastapi-swagger setuptools imagecodecs fpng lazy-loader pillow-heif \
-#     threadpoolctl httptools
+#     threadpoolctl httptools spandrel einops 'torchvision==0.26.*'   # (0.26: the one built for torch 2.11)
 # The project itself is installed from this tree into the same target (its
 # folders import as srserve.*), built offline with the carried setuptools.
 # Results land in $OUT (cuda-tests.txt, bench-*.json, bench.txt, nvidia-smi.txt).

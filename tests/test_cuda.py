@@ -183,3 +183,28 @@ def test_warm_up_on_the_gpu_chooses_buckets_and_padded_batches_stay_exact(tmp_pa
     for image, (got, _) in zip(images, answers, strict=True):
         ref = run_route(cpu, resolve(cpu, "espcn", in_size=image.shape[:2], scale=2), image)
         assert close(got, ref)
+
+
+def test_community_models_on_the_gpu_half_precision_only_where_the_architecture_supports_it(tmp_path: Path) -> None:
+    """Compact says supports_half, HAT does not (fp16 gives transformers black or NaN output): warm-up tries
+    fp16 for the first only; exact tiling still matches the CPU's whole image closely.
+    Needs spandrel and a torchvision built for this torch (device_check.sh carries them)."""
+    pytest.importorskip("spandrel", reason="spandrel (and a matching torchvision) not installed on this machine")
+    from tests.community_models import write_models
+
+    write_models(tmp_path / "models", ["compact", "hat"])
+    env = {"SR_DEVICE": "cuda", "SR_MODELS": "nearest", "SR_MODELS_DIR": str(tmp_path / "models")}
+    with running_server(tmp_path, env) as s:
+        models = {m["name"]: m for m in httpx.get(f"{s.url}/v1/models").json()["models"]}
+        compact, hat = models["compact"]["variants"][0], models["hat"]["variants"][0]
+        assert "fp16" in compact["precision_psnr_db"]
+        assert "fp16" not in hat["precision_psnr_db"] and hat["precision"] in ("fp32", "bf16")
+        image = smooth_image(90, 130, seed=2)
+        r = httpx.post(
+            f"{s.url}/v1/upscale",
+            params={"model": "compact"},
+            files={"image": ("a.png", imagegen.encode(Image.fromarray(image), "PNG"))},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).shape == (360, 520, 3)
