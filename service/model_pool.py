@@ -159,10 +159,24 @@ class ModelPool:
             grid=grid,
             min_window=-(-4 * tiling.radius // grid) * grid,
             whole=tiling.mode == "whole",
-            whole_pixels=self.whole_max_pixels,
+            whole_pixels=self._whole_budget(model) if tiling.mode == "whole" else self.whole_max_pixels,
             blend_psnr_db=blend_db,
             precisions=tuple(p for p in CANDIDATES if allowed[p]),
         )
+
+    def _whole_budget(self, model: CommunityModel) -> int:
+        """LR pixels of a whole image: SR_WHOLE_MAX_PIXELS, and on CUDA no more than half the free device
+        memory holds, at what a probe image measured per pixel (activations grow with the image)."""
+        if self.device.type != "cuda":
+            return self.whole_max_pixels
+        side = 128
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        predict(model.net, np.zeros((1, side, side, 3), np.uint8), device=self.device, precision="fp32")
+        per_pixel = max(1.0, (torch.cuda.max_memory_allocated(self.device) - before) / (side * side))
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(4096, min(self.whole_max_pixels, int(0.5 * free / per_pixel)))
 
     def _blend_grid(self, model: CommunityModel) -> tuple[int, float]:
         def run(windows: np.ndarray) -> np.ndarray:

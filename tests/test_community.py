@@ -3,7 +3,10 @@ detected from their tensors, measured for tiling, served and listed like the bui
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -191,6 +194,21 @@ def test_files_that_cannot_be_served_say_why(tmp_path: Path, setup, message: str
     setup(tmp_path)
     with pytest.raises(CommunityModelError, match=message):
         ModelPool(device=torch.device("cpu"), weights_dir=WEIGHTS, enabled=[], models_dir=tmp_path)
+
+
+def test_srserve_serve_stops_with_the_file_and_why(tmp_path: Path) -> None:
+    """The real command: a bad file ends start-up (exit 2) with one line naming it, before the port opens."""
+    (tmp_path / "notes.pth").write_bytes(b"not a model")
+    proc = subprocess.run(
+        [sys.executable, "-m", "srserve.service", "serve", "--models", str(tmp_path), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SR_DEVICE": "cpu"},
+    )
+    assert proc.returncode == 2
+    assert "srserve: notes.pth: srserve loads .safetensors files only" in proc.stderr
+    assert "srserve convert notes.pth notes.safetensors" in proc.stderr
 
 
 class RunsCode:

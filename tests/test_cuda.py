@@ -199,6 +199,7 @@ def test_community_models_on_the_gpu_half_precision_only_where_the_architecture_
         compact, hat = models["compact"]["variants"][0], models["hat"]["variants"][0]
         assert "fp16" in compact["precision_psnr_db"]
         assert "fp16" not in hat["precision_psnr_db"] and hat["precision"] in ("fp32", "bf16")
+        assert 4096 <= hat["tiling"]["whole_max_pixels"] <= 4_194_304  # measured against the device's memory
         image = smooth_image(90, 130, seed=2)
         r = httpx.post(
             f"{s.url}/v1/upscale",
