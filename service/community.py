@@ -10,7 +10,7 @@ import torch
 
 from srserve.models.community import CommunityModelError, load_model_file, model_files
 from srserve.models.community.detect import CommunityModel
-from srserve.models.registry import MODELS, ModelSpec, Registry
+from srserve.models.registry import MODELS, DuplicateModelError, ModelSpec, Registry
 
 log = logging.getLogger("srserve")
 
@@ -45,5 +45,8 @@ def catalog(community: list[CommunityModel]) -> Registry:
     for m in community:
         description = str(m.card.get("description") or f"{m.card['architecture_name']} ({m.path.name})")
         scales = (int(m.card["scale"]),)
-        registry.add(ModelSpec(m.name, not_buildable, "learned", scales, description, m.task))
+        try:
+            registry.add(ModelSpec(m.name, not_buildable, "learned", scales, description, m.task))
+        except DuplicateModelError:  # NAME.safetensors and NAME.SAFETENSORS, say
+            raise CommunityModelError(f"{m.path.name}: another file is served as {m.name!r} already") from None
     return registry

@@ -417,9 +417,10 @@ class Engine:
 
     def _bucket_sides(self, entry: ModelEntry, max_side: int) -> tuple[int, ...]:
         """Shared window shapes where the measured cost says batching pays and padding is exact (buckets)."""
-        if not self.use_buckets or self.lanes is not None:
+        if not self.use_buckets or self.lanes is not None or entry.whole:
             # A padded batch runs in one call (its masks are on the module), so on a CPU the lanes, where
-            # whatever batching gains there comes from, are not a padded batch's.
+            # whatever batching gains there comes from, are not a padded batch's. A network without an exact
+            # halo (whole images, or blended windows) has no exact padding either.
             return ()
         gain = buckets.batch_gain(entry.cost)
         sides = buckets.sides_for(entry.cost, halo=entry.radius, max_side=max_side)
