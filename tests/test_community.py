@@ -98,6 +98,14 @@ def test_served_at_its_scale_and_equal_to_the_whole_image(client: TestClient, fo
     assert int((got != whole_image(folder, name, image)).any(axis=2).sum()) == 0
 
 
+def test_images_of_any_shape_are_answered_by_every_architecture(client: TestClient) -> None:
+    """Under an architecture's minimum, off its multiple, one pixel wide: padded as it needs, cropped back."""
+    for name, (_, scale, _, _) in EXPECTED.items():
+        for h, w in [(1, 1), (2, 3), (5, 200), (200, 5), (17, 33)]:
+            image = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            assert pixels_of(upload(client, png_of(image), model=name)).shape == (h * scale, w * scale, 3), name
+
+
 def test_reach_is_measured_from_the_network(client: TestClient) -> None:
     """Finite reaches as the architectures' layers give them; attention and pooling on their own grids."""
     pool = client.app.state.runtime.pool
