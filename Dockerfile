@@ -19,8 +19,10 @@ COPY models ./models
 COPY service ./service
 COPY client ./client
 COPY weights ./weights
-# Not editable: the weights travel inside the installed package.
-RUN pip install ".[server]" && python -c "import srserve.service.app, srserve.models"
+# Not editable: the weights travel inside the installed package. [community]: model files mounted at
+# SR_MODELS_DIR (docker run -v ~/models:/models:ro -e SR_MODELS_DIR=/models ...); its torchvision is
+# built for this same PyPI torch.
+RUN pip install ".[server,community]" && python -c "import srserve.service.app, srserve.models, spandrel"
 
 ENV SR_HOST=0.0.0.0 \
     SR_PORT=8000 \

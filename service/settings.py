@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("models_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """``SR_MODELS_DIR=`` (as compose passes an unset variable) means no folder, not the working directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("models", "api_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

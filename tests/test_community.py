@@ -261,3 +261,13 @@ def test_the_licence_table_covers_every_architecture_spandrel_detects() -> None:
     ids = {a.architecture.id for a in spandrel.MAIN_REGISTRY.architectures()}
     assert ids == set(CODE_LICENCES)
     assert "unknown" not in CODE_LICENCES.values()
+
+
+def test_an_empty_models_dir_setting_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compose passes ``SR_MODELS_DIR=`` for an unset variable: no folder, not the working directory."""
+    from srserve.service.settings import Settings
+
+    monkeypatch.setenv("SR_MODELS_DIR", "")
+    assert Settings().models_dir is None
+    monkeypatch.setenv("SR_MODELS_DIR", "/srv/models")
+    assert Settings().models_dir == Path("/srv/models")
