@@ -187,7 +187,7 @@ def test_warm_up_on_the_gpu_chooses_buckets_and_padded_batches_stay_exact(tmp_pa
 
 def test_community_models_on_the_gpu_half_precision_only_where_the_architecture_supports_it(tmp_path: Path) -> None:
     """Compact says supports_half, HAT does not (fp16 gives transformers black or NaN output): warm-up tries
-    fp16 for the first only; exact tiling still matches the CPU's whole image closely.
+    fp16 for the first only; both answer at their scale.
     Needs spandrel and a torchvision built for this torch (device_check.sh carries them)."""
     pytest.importorskip("spandrel", reason="spandrel (and a matching torchvision) not installed on this machine")
     from tests.community_models import write_models

@@ -65,9 +65,13 @@ class SpandrelNet(nn.Module):
 
     def widened(self) -> SpandrelNet:
         """A float64 copy (for measuring the reach), sharing nothing that a call changes."""
+        return self.copy_to(dtype=torch.float64)
+
+    def copy_to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SpandrelNet:
+        """A copy on ``device`` in ``dtype``, sharing nothing that a call changes."""
         other = copy.copy(self)
-        other._modules = {"net": copy.deepcopy(self.net).double()}
-        other._one_at_a_time = None
+        other._modules = {"net": copy.deepcopy(self.net).to(device=device, dtype=dtype)}
+        other._one_at_a_time = None if self.reentrant else threading.Lock()
         return other
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

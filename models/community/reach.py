@@ -146,13 +146,18 @@ def tiles_exact(net: SpandrelNet, radius: int, grid: int, seed: int = 1) -> bool
 
 
 def choose_tiling(net: SpandrelNet) -> Tiling:
-    """Measure ``net`` and set its ``receptive_radius`` and ``grid`` for the planner (see the module doc)."""
-    radius = measured_reach(net)
+    """Measure ``net`` and set its ``receptive_radius`` and ``grid`` for the planner (see the module doc).
+
+    Measured on a CPU copy where the network lives elsewhere: the reach and the grid are the network's,
+    while a GPU's kernels pick algorithms by shape, so that a window and the whole image can round a
+    pixel differently there (as for the built-in models: close, not bit-identical, on CUDA), which
+    would make every network look global."""
+    param = next(net.parameters(), None)
+    probe = net if param is None or param.device.type == "cpu" else net.copy_to("cpu", torch.float32)
+    tiling = Tiling("whole")
+    radius = measured_reach(probe)
     if radius is not None:
         grids = sorted({g for g in (*GRIDS, net.multiple_of) if g % net.multiple_of == 0})
-        for grid in grids:
-            if tiles_exact(net, radius, grid):
-                net.receptive_radius, net.grid = radius, grid
-                return Tiling("exact", radius, grid)
-    net.receptive_radius, net.grid = 0, 1
-    return Tiling("whole")
+        tiling = next((Tiling("exact", radius, g) for g in grids if tiles_exact(probe, radius, g)), tiling)
+    net.receptive_radius, net.grid = tiling.radius, tiling.grid
+    return tiling
