@@ -17,7 +17,7 @@ from torch import nn
 
 from srserve.models import MODELS
 from srserve.models.catalog import get_upsampler, learned_scales
-from srserve.models.community import choose_tiling
+from srserve.models.community import Tiling, choose_tiling
 from srserve.models.community.detect import CommunityModel
 from srserve.models.registry import Registry
 from srserve.models.resize import Interpolate
@@ -134,10 +134,16 @@ class ModelPool:
         self.learned = learned
 
     def _community_entry(self, model: CommunityModel) -> ModelEntry:
-        """Measure how the file's network tiles (on this device) and enter it like a built-in model."""
-        tiling = choose_tiling(model.net)
-        model.card["tiling"] = {"mode": tiling.mode, "radius": tiling.radius, "grid": tiling.grid}
+        """How the file's network tiles (from its card where ``srserve convert`` measured it, else measured
+        now) and its entry like a built-in model's."""
         card = model.card
+        recorded = card.get("tiling", {}) if isinstance(card.get("tiling"), dict) else {}
+        tiling = Tiling.from_card(card)
+        if tiling is not None:
+            tiling.apply(model.net)
+        else:
+            tiling = choose_tiling(model.net)
+        card["tiling"] = tiling.card()
         allowed = {"fp32": True, "fp16": card["supports_half"], "bf16": card["supports_bfloat16"]}
         chosen = self.precision.get(model.name, "fp32")
         if not allowed[chosen]:
@@ -146,7 +152,10 @@ class ModelPool:
             )
         grid, blend_db = tiling.grid, None
         if tiling.mode == "whole":  # blended windows where an image is over the budget: on the grid that errs least
-            grid, blend_db = self._blend_grid(model)
+            if tiling == Tiling.from_card({"tiling": recorded}) and "blend_psnr_db" in recorded:
+                grid, blend_db = tiling.grid, float(recorded["blend_psnr_db"])
+            else:
+                grid, blend_db = self._blend_grid(model)
             card["tiling"].update(grid=grid, blend_psnr_db=blend_db)
         return ModelEntry(
             model.name,

@@ -17,6 +17,8 @@ from safetensors.torch import save
 from srserve.files import write_atomic
 from srserve.models.community.detect import CommunityModelError, detect, import_spandrel
 from srserve.models.community.licences import code_licence
+from srserve.models.community.net import SpandrelNet, writes_itself
+from srserve.models.community.reach import choose_tiling
 from srserve.models.weights import count_parameters, sha256_file
 
 
@@ -32,6 +34,10 @@ def convert(source: Path, target: Path, *, licence: str | None = None) -> dict[s
     except Exception as e:  # UnpicklingError for a forbidden global, and any unreadable file
         raise CommunityModelError(f"{source.name}: not loadable as a state dict ({type(e).__name__}: {e})") from e
     descriptor = detect(state, source.name)
+    net = SpandrelNet(descriptor).eval()
+    if writes_itself(net):
+        net.run_one_at_a_time()
+    tiling = choose_tiling(net)  # recorded, so that a server loading the file need not measure it
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     write_atomic(target, save(tensors, metadata={"converted_from": source.name}))
     arch = descriptor.architecture
@@ -44,6 +50,7 @@ def convert(source: Path, target: Path, *, licence: str | None = None) -> dict[s
         "purpose": descriptor.purpose,
         "parameters": count_parameters(descriptor.model),
         "sha256": sha256_file(target),
+        "tiling": tiling.card(),
         "source_file": source.name,
         "source_sha256": sha256_file(source),
         **({"licence": licence} if licence else {}),

@@ -123,6 +123,8 @@ def load_model_file(path: Path, device: torch.device | str = "cpu") -> Community
     digest = sha256_file(path)
     if sidecar.get("sha256") not in (None, digest):
         raise CommunityModelError(f"{path.name}: its sha256 is {digest}, not the {sidecar['sha256']} its card says")
+    if "sha256" not in sidecar:  # a measured tiling is trusted only from a card tied to this very file
+        sidecar.pop("tiling", None)
     descriptor = detect(state, path.name)
     if sidecar.get("scale") is not None and sidecar["scale"] != descriptor.scale:
         raise CommunityModelError(
