@@ -128,7 +128,7 @@ def test_a_network_with_a_global_reach_is_never_tiled() -> None:
     net = SpandrelNet.__new__(SpandrelNet)
     torch.nn.Module.__init__(net)
     net.net, net._call, net.scale = Global(), lambda m, x: m(x), 2
-    net.minimum, net.multiple_of, net.square, net.contiguous_input, net._one_at_a_time = 0, 1, False, False, None
+    net.minimum, net.multiple_of, net.square, net._one_at_a_time = 0, 1, False, None
     assert choose_tiling(net).mode == "whole"
 
 

@@ -36,8 +36,8 @@ class SpandrelNet(nn.Module):
     """``descriptor.model`` called as spandrel calls it, padded to its size requirements and cropped back.
 
     Output is not clamped here (the service clamps when it rounds to pixels). ``receptive_radius`` and
-    ``grid`` are what :func:`~srserve.models.community.reach.choose_tiling` measured; until then the
-    network counts as global (the whole image is one window).
+    ``grid`` are set by :func:`~srserve.models.community.reach.choose_tiling` (or from a card) before the
+    model pool enters the network; the placeholders until then describe nothing.
     """
 
     def __init__(self, descriptor: Any) -> None:
@@ -51,7 +51,6 @@ class SpandrelNet(nn.Module):
         self.minimum, self.multiple_of, self.square = int(req.minimum), int(req.multiple_of), bool(req.square)
         self.receptive_radius = 0
         self.grid = 1
-        self.contiguous_input = False  # set where the network cannot take channels-last memory
         # One call at a time where the network rewrites its own tensors as it runs (see writes_itself):
         # batches side by side on a CPU's lanes would read weights another call is replacing.
         self._one_at_a_time: threading.Lock | None = None
@@ -76,8 +75,6 @@ class SpandrelNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if self.contiguous_input:
-            x = x.contiguous()
         with self._one_at_a_time or nullcontext():
             out = self._call(self.net, pad_to_requirements(x, self.minimum, self.multiple_of, self.square))
         return out[..., : h * self.scale, : w * self.scale]
