@@ -92,6 +92,7 @@ class SimPending:
     device_s: float
     clock: Callable[[], float]
     sleep: Callable[[float], None]
+    width: int = 1  # one stream: a batch takes it whole
 
     def wait(self) -> np.ndarray:
         left = self.done_at - self.clock()

@@ -1,7 +1,7 @@
 """Running batches on the device, with host work overlapping device work on CUDA.
 
 On a CPU a batch run alone runs at once, on every core (its windows side by side
-when it has several); under load batches run side by side, one per lane, each
+when it has several); under load each window of a batch goes to the next free lane,
 launched on a lane thread while the worker collects the next
 (:mod:`srserve.service.cpu_lanes`). On CUDA, :meth:`BatchRunner.launch`
 copies the windows into a reused pinned host buffer, queues the upload, the
@@ -35,9 +35,11 @@ MAX_PINNED_KEYS = 32
 
 
 class Launch(Protocol):
-    """A batch on its way: ``wait`` gives its pixels; ``device_s`` the device's own time for it, once known."""
+    """A batch on its way: ``wait`` gives its pixels; ``device_s`` the device's own time for it, once known;
+    ``width`` the runner's slots it takes (CPU lanes)."""
 
     device_s: float | None
+    width: int
 
     def wait(self) -> np.ndarray: ...
 
@@ -69,8 +71,9 @@ class Pending:
     """A launched batch. ``wait`` gives its ``(N, H, W, 3)`` pixels, valid until ``release``."""
 
     result: np.ndarray | None = None  # CPU: computed already
-    future: Future | None = None  # CPU lanes: ``(result, seconds)`` from a lane
+    futures: list[Future] = field(default_factory=list)  # CPU lanes: ``(pixels, seconds)`` of each part, in order
     device_s: float | None = None  # the batch's own time on the device (CUDA: between its events)
+    width: int = 1  # lanes it takes
     started: torch.cuda.Event | None = None
     event: torch.cuda.Event | None = None
     host_out: torch.Tensor | None = None
@@ -81,13 +84,15 @@ class Pending:
     def done(self) -> bool:
         if self.result is not None:
             return True
-        if self.future is not None:
-            return self.future.done()
+        if self.futures:
+            return all(f.done() for f in self.futures)
         return self.event is not None and self.event.query()
 
     def wait(self) -> np.ndarray:
-        if self.result is None and self.future is not None:
-            self.result, self.device_s = self.future.result()
+        if self.result is None and self.futures:
+            parts = [f.result() for f in self.futures]
+            self.result = parts[0][0] if len(parts) == 1 else np.concatenate([p for p, _ in parts])
+            self.device_s = max(s for _, s in parts)  # side by side, as warm-up timed a batch of that many
         if self.result is None:
             assert self.event is not None and self.host_out is not None
             self.event.synchronize()
@@ -157,7 +162,12 @@ class BatchRunner:
             # worker, on every core, as the whole image would run.
             beside = valid is None and getattr(module, "reentrant", True)
             if self.lanes is not None and not alone and beside:
-                return Pending(future=self.lanes.submit(run, windows))
+                # One window a lane, as warm-up timed a batch (side by side): on one lane its first windows would
+                # wait for its last, and two 256x256 windows' activations (33 MB) are above glibc's largest mmap
+                # threshold, so each pass would fault its memory in afresh (measured: 5,000-10,000 faults an image).
+                parts = [windows[i : i + 1] for i in range(len(windows))]
+                width = min(len(parts), self.lanes.lanes)
+                return Pending(futures=[self.lanes.submit(run, part) for part in parts], width=width)
 
             split = self.lanes is not None and len(windows) > 1 and beside
             lanes = self.lanes if split else None

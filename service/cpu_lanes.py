@@ -8,9 +8,9 @@ windows at once, each limited to ``threads // lanes_in_use`` OpenMP threads; a
 batch of one keeps every thread. The cost model measures batches through this at
 warm-up, so whether batching pays on a CPU is still its decision.
 
-Under load the engine goes further: whole batches run side by side, one per lane
-on its share of the threads (:meth:`CpuLanes.submit`), and a new batch starts on
-whichever lane is free. One batch on every thread waits, at each of its OpenMP
+Under load the engine goes further: windows run side by side, one per lane on its
+share of the threads (:meth:`CpuLanes.submit`, each window of a batch on its own),
+and the next starts on whichever lane is free. One batch on every thread waits, at each of its OpenMP
 barriers, for the slowest thread, so a decode or encode taking one core for 3 ms
 stalls both; a lane stalled by it delays only its own batch. A batch run alone
 (nothing else queued) still takes every thread, so a lone request is as fast as before.

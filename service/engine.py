@@ -485,7 +485,7 @@ class Engine:
                 launched = None
             waited = False
             if launched is not None:
-                launched.width = slots if alone else 1
+                launched.width = slots if alone else launched.pending.width
                 launched.device_s = self._device_seconds(launched.items)
                 inflight.append(launched)
             elif inflight:  # nothing due: wait for the batch predicted to finish first

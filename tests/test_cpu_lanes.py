@@ -80,6 +80,25 @@ def test_a_submitted_batch_runs_whole_on_one_lane_on_its_share_of_the_threads() 
         lanes.close()
 
 
+def test_under_load_each_window_of_a_batch_takes_its_own_lane() -> None:
+    """As warm-up timed a batch (side by side): not one lane computing its windows one after another
+    (and not one call whose activations are over glibc's mmap threshold, faulted in at every pass)."""
+    model = Recorder(delay=0.05)
+    windows = np.stack([image(i, 16, 16) for i in range(3)])
+    lanes = CpuLanes(2, threads=2)
+    try:
+        pending = BatchRunner(CPU, lanes).launch(model, windows, alone=False)
+        out = pending.wait()
+        assert np.array_equal(out, np.stack([image(i, 32, 32) for i in range(3)]))  # in order
+        assert pending.width == 2 and pending.device_s is not None and pending.device_s >= 0.05
+        assert model.batches == [1, 1, 1]
+        assert all(name.startswith("srserve-lane") and threads == 1 for name, threads, _, _ in model.calls)
+        spans = sorted((a, b) for _, _, a, b in model.calls)
+        assert spans[1][0] < spans[0][1]  # the first two side by side
+    finally:
+        lanes.close()
+
+
 class Recorder(Doubler):
     """Records each call's thread, OpenMP threads and time span."""
 

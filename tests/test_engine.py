@@ -280,6 +280,7 @@ class LazyRunner:
 
         class Lazy:
             device_s = None  # not timed: the engine counts its turn
+            width = 1  # one slot
 
             def done(self) -> bool:
                 return False  # its work starts when awaited
