@@ -85,19 +85,31 @@ def test_every_architecture_is_detected_and_listed(client: TestClient, folder: P
     assert models["espcn"]["community"] is None
 
 
+#: Networks whose CPU float output depends on the batch and window shape (oneDNN picks kernels by shape):
+#: a window's 8-bit pixels can then differ from the whole image's by one level, rarely (measured: NAFNet,
+#: 1 pixel of 23,100 here once its windows ran one per lane; ESRGAN's floats differ too, its pixels did not).
+ROUNDS_BY_SHAPE = {"nafnet", "esrgan"}
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_served_at_its_scale_and_equal_to_the_whole_image(client: TestClient, folder: Path, name: str) -> None:
     """Every file answers at its own scale (the default), with the same 8-bit pixels as the network on the whole
-    image: finite-reach networks through windows forced small (exact halos), the others whole."""
+    image (within one level, rarely, where its kernels round by shape): finite-reach networks through windows
+    forced small (exact halos), the others whole."""
     _, scale, _, mode = EXPECTED[name]
     h, w = (70, 330) if mode == "exact" else (70, 150)  # wider than 4 halos; under the whole-image budget
     image = smooth_image(h, w, seed=3)
     r = upload(client, png_of(image), model=name)
     got = pixels_of(r)
     assert got.shape == (h * scale, w * scale, 3)
+    whole = whole_image(folder, name, image)
     if mode == "exact":
         assert not r.headers["x-tile-plan"].startswith("1x1"), r.headers["x-tile-plan"]
-    assert int((got != whole_image(folder, name, image)).any(axis=2).sum()) == 0
+    if name in ROUNDS_BY_SHAPE:
+        differ = np.abs(got.astype(int) - whole).max(axis=2)
+        assert differ.max() <= 1 and (differ > 0).mean() <= 1e-4
+    else:
+        assert int((got != whole).any(axis=2).sum()) == 0
 
 
 def test_images_of_any_shape_are_answered_by_every_architecture(client: TestClient) -> None:

@@ -34,7 +34,9 @@ class Tiling(BaseModel):
 
     mode: str = Field(
         "exact",
-        description="exact: windows stitch to the whole-image output bit for bit; whole: each image runs as one "
+        description="exact: windows stitch to the whole-image output bit for bit (a community network: its halo "
+        "covers its measured reach, and a probe stitched bit for bit; where its CPU kernels round by shape, a rare "
+        "pixel may differ by one level); whole: each image runs as one "
         "window (a network with a global reach, measured at load)",
     )
     max_window: int
