@@ -4,11 +4,16 @@
     python -m bench.compare --quick          # fewer requests, one round
     python -m bench.compare --json out.json
     python -m bench.compare --loads 256x256 --skip overload memory   # one load, all rounds
+    python -m bench.compare --device cuda --loads 256x256 --skip overload memory --quick   # device check
 
 For each load (256x256, 512x512, 1024x768, and a mixed-size set) it measures:
 
 * **model alone**: the same weights on each whole image, one at a time, with no
   tiles, no codec and no HTTP: the limit a server approaches;
+* **model on lanes** (CPU): the same, but one whole image per core at once, each on
+  one thread (``service/cpu_lanes.py``): the most these cores compute of this model,
+  so the ceiling of any server on them (a server also decodes, encodes and talks HTTP
+  on the same cores, and here the load generator runs on them too);
 * **srserve** (default settings but ``SR_MAX_QUEUE_WAIT_S=600``, started here) and **LitServe 0.2.19** serving the
   same weights (``bench/litserve_peer.py``: max_batch_size 16, batch_timeout 5 ms,
   PNG at zlib level 1), each driven by closed loops of 1 and 16 clients uploading
@@ -49,6 +54,7 @@ import torch
 from bench.load import MIXED, Target, closed_loop, images_for, open_loop, percentile, png_bytes
 from srserve.models.allocator import keep_large_allocations
 from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.inference import predict
 from tests.server import REPO, free_port, metric_value, running_server
 
@@ -68,26 +74,53 @@ LOADS = [
 ]
 
 
-def model_alone(model: str, scale: int, images: list[np.ndarray], repeats: int = 3) -> float:
+def model_alone(model: str, scale: int, images: list[np.ndarray], repeats: int = 3, device: str = "cpu") -> float:
     """Images/s of the bare model on whole images, one at a time (best of ``repeats`` passes)."""
-    module, _ = get_upsampler(model, scale, weights_dir=DEFAULT_WEIGHTS_DIR, device="cpu")
+    where = torch.device(device)
+    module, _ = get_upsampler(model, scale, weights_dir=DEFAULT_WEIGHTS_DIR, device=where)
     for im in images[:2]:  # warm-up (oneDNN prepares per shape)
-        predict(module, im[None], device=torch.device("cpu"))
+        predict(module, im[None], device=where)
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         for im in images:
-            predict(module, im[None], device=torch.device("cpu"))
+            predict(module, im[None], device=where)
         best = max(best, len(images) / (time.perf_counter() - start))
     return best
 
 
+def model_on_lanes(model: str, scale: int, images: list[np.ndarray], repeats: int = 3) -> float:
+    """Images/s of the bare model on whole images, one per core at once on one thread each (best of
+    ``repeats``): on a CPU, the model's own ceiling on these cores."""
+    module, _ = get_upsampler(model, scale, weights_dir=DEFAULT_WEIGHTS_DIR, device="cpu")
+    lanes = CpuLanes(torch.get_num_threads())
+
+    def run(image: np.ndarray) -> np.ndarray:
+        return predict(module, image, device=torch.device("cpu"))
+
+    def once() -> None:
+        for future in [lanes.submit(run, im[None]) for im in images]:
+            future.result()
+
+    try:
+        once()  # warm-up: each lane thread's first pass
+        best = 0.0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            once()
+            best = max(best, len(images) / (time.perf_counter() - start))
+        return best
+    finally:
+        lanes.close()
+
+
 @contextmanager
-def litserve_peer(model: str, scale: int, log_dir: Path) -> Iterator[tuple[Target, int]]:
+def litserve_peer(model: str, scale: int, log_dir: Path, device: str = "cpu") -> Iterator[tuple[Target, int]]:
     """The peer running on a free port: its target and its process group."""
     port = free_port()
     log = open(log_dir / f"litserve-{port}.log", "wb")  # noqa: SIM115 - closed below
     args = [sys.executable, "-m", "bench.litserve_peer", "--port", str(port), "--model", model, "--scale", str(scale)]
+    args += ["--accelerator", "cuda" if device.startswith("cuda") else "cpu"]
     # Its own process group: LitServe spawns API-server and worker processes that must end with it.
     proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -176,8 +209,10 @@ def run_servers(args: argparse.Namespace, log_dir: Path, loads: list[Load]) -> d
     params = {"model": args.model, "scale": args.scale}
     # Closed loops never overload (each client waits for its answer) but can queue more than the
     # default 3 s: measured here is throughput, so nothing is shed. Overload runs apart.
-    env = {"SR_LOG_LEVEL": "warning", "SR_MAX_QUEUE_WAIT_S": "600"}
-    with running_server(log_dir, env) as srv, litserve_peer(args.model, args.scale, log_dir) as (lit, lit_group):
+    env = {"SR_LOG_LEVEL": "warning", "SR_MAX_QUEUE_WAIT_S": "600", "SR_DEVICE": args.device}
+    on_cpu = args.device == "cpu"
+    peer = litserve_peer(args.model, args.scale, log_dir, args.device)
+    with running_server(log_dir, env) as srv, peer as (lit, lit_group):
         targets = {
             "srserve": (Target("srserve", srv.url, "/v1/upscale", params), f"{srv.url}/metrics"),
             "litserve": (lit, None),
@@ -190,18 +225,22 @@ def run_servers(args: argparse.Namespace, log_dir: Path, loads: list[Load]) -> d
                     for concurrency, count in load.requests.items():
                         count = max(concurrency, count // (3 if args.quick else 1))
                         # The limit, timed right beside each pair: this machine's speed drifts by 2x in minutes.
-                        alone = model_alone(args.model, args.scale, images_for(load.sizes, alone_count(load)))
+                        images = images_for(load.sizes, alone_count(load))
+                        alone = model_alone(args.model, args.scale, images, device=args.device)
+                        lanes = model_on_lanes(args.model, args.scale, images) if on_cpu else float("nan")
                         for server in order:
                             target, metrics_url = targets[server]
                             with running(*controls[server]):
                                 r = drive(target, load, concurrency, count, metrics_url)
                             r["model_alone_img_s"] = alone
                             r["over_model"] = r["throughput_img_s"] / alone
+                            r["model_lanes_img_s"] = lanes
+                            r["over_lanes"] = r["throughput_img_s"] / lanes
                             results[server].setdefault(load.name, {}).setdefault(concurrency, []).append(r)
                             print(
                                 f"round {round_ + 1} {server:8} {load.name:9} c{concurrency:<3} "
                                 f"{r['throughput_img_s']:6.2f} img/s  p50 {r['p50_ms']:7.0f} ms  "
-                                f"p99 {r['p99_ms']:7.0f} ms  model alone {alone:6.2f} img/s"
+                                f"p99 {r['p99_ms']:7.0f} ms  model alone {alone:6.2f} img/s, on lanes {lanes:6.2f}"
                                 + (f"  computed {r['computed_px_per_image_px']:.3f}x" if metrics_url else "")
                                 + (f"  errors {r['errors']}" if r["errors"] else ""),
                                 flush=True,
@@ -300,9 +339,10 @@ def median_of(rounds: list[dict], key: str) -> float:
 def table(results: dict) -> str:
     """Medians over rounds; ratios are taken round by round against the model timed beside that run."""
     rows = [
-        "| load | c | model alone img/s | srserve img/s | p50 / p99 ms | computed px | LitServe img/s | p50 / p99 ms "
-        "| srserve / model | LitServe / model | srserve / LitServe |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| load | c | model alone img/s | model on lanes | srserve img/s | p50 / p99 ms | computed px | LitServe img/s "
+        "| p50 / p99 ms | srserve / model | srserve / lanes | LitServe / model | srserve / LitServe "
+        "| lanes / LitServe |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for load, by_c in results["srserve"].items():
         for c, rounds in by_c.items():
@@ -310,13 +350,17 @@ def table(results: dict) -> str:
             ratio = statistics.median(
                 s["throughput_img_s"] / lit["throughput_img_s"] for s, lit in zip(rounds, lits, strict=True)
             )
+            ceiling = statistics.median(
+                s["model_lanes_img_s"] / lit["throughput_img_s"] for s, lit in zip(rounds, lits, strict=True)
+            )
             rows.append(
                 f"| {load} | {c} | {median_of(rounds + lits, 'model_alone_img_s'):.2f} | "
-                f"{median_of(rounds, 'throughput_img_s'):.2f} | "
+                f"{median_of(rounds + lits, 'model_lanes_img_s'):.2f} | {median_of(rounds, 'throughput_img_s'):.2f} | "
                 f"{median_of(rounds, 'p50_ms'):.0f} / {median_of(rounds, 'p99_ms'):.0f} | "
                 f"{median_of(rounds, 'computed_px_per_image_px'):.3f}x | {median_of(lits, 'throughput_img_s'):.2f} | "
                 f"{median_of(lits, 'p50_ms'):.0f} / {median_of(lits, 'p99_ms'):.0f} | "
-                f"{median_of(rounds, 'over_model'):.2f} | {median_of(lits, 'over_model'):.2f} | {ratio:.2f} |"
+                f"{median_of(rounds, 'over_model'):.2f} | {median_of(rounds, 'over_lanes'):.2f} | "
+                f"{median_of(lits, 'over_model'):.2f} | {ratio:.2f} | {ceiling:.2f} |"
             )
     return "\n".join(rows)
 
@@ -331,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["servers", "overload", "memory"])
     p.add_argument("--loads", nargs="*", default=[x.name for x in LOADS], choices=[x.name for x in LOADS])
     p.add_argument("--json", type=Path)
+    p.add_argument("--device", default="cpu", help="where both servers and the model alone run (cuda: device check)")
     args = p.parse_args(argv)
     keep_large_allocations()  # as srserve does: the limit is measured with the same allocator
     if args.quick:
@@ -344,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
             "rounds": args.rounds,
+            "device": args.device,
         }
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (about 9-10 minutes; estimated, never run): the tests marked
-# `cuda`, then ESPCN x4 on 960x540 uploads (3840x2160 out) against the model
-# alone on whole images, fp32 and fp16, and the batching gain at concurrency 32
-# against SR_MAX_BATCH_TILES=1, then GPU JPEG (bench/gpu_jpeg.py) and the simulated accelerator's
-# constants against the real device (bench/sim_vs_real.py), then shape buckets against exact-fit windows
-# on mixed sizes (bench/gpu_batching.py --device cuda). That machine has torch, pillow and
-# prometheus-client but not the web stack: carry the wheels in .whl (see the
+# One prepared run on a lent GPU machine (about 10 minutes; estimated, never run): the tests marked
+# `cuda`, then ESPCN x2 on 256x256 uploads against LitServe on the same weights and device
+# (bench/compare.py: the host-path comparison where the model is almost free), then ESPCN x4 on
+# 960x540 uploads (3840x2160 out) against the model alone on whole images, fp32 and fp16, and the
+# batching gain at concurrency 32 against SR_MAX_BATCH_TILES=1, then GPU JPEG (bench/gpu_jpeg.py)
+# and the simulated accelerator's constants against the real device (bench/sim_vs_real.py), then
+# shape buckets against exact-fit windows on mixed sizes (bench/gpu_batching.py --device cuda).
+# That machine has torch, pillow and prometheus-client but not the web stack: carry the wheels in .whl (see the
 # device tool's README):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl \
 #     fastapi starlette uvicorn h11 anyio sniffio pydantic pydantic-core pydantic-settings \
 #     python-dotenv annotated-types typing-inspection typing-extensions python-multipart \
 #     httpx httpcore certifi idna safetensors tqdm pytest pluggy iniconfig packaging \
 #     python-json-logger fastapi-swagger setuptools imagecodecs fpng lazy-loader pillow-heif \
-#     threadpoolctl httptools spandrel einops 'torchvision==0.26.*'   # (0.26: the one built for torch 2.11)
+#     threadpoolctl httptools spandrel einops 'torchvision==0.26.*' \
+#     litserve==0.2.19 pyzmq   # (torchvision 0.26: the one built for torch 2.11; litserve: the peer)
 # The project itself is installed from this tree into the same target (its
 # folders import as srserve.*), built offline with the carried setuptools.
 # Results land in $OUT (cuda-tests.txt, bench-*.json, bench.txt, nvidia-smi.txt).
@@ -29,6 +31,9 @@ export PYTHONUNBUFFERED=1 SR_DEVICE=cuda
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/torch.txt"
 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt"
+# srserve against LitServe 0.2.19 on the same weights, both on the device, 1 and 16 clients (~1.5 min).
+python3 -m bench.compare --device cuda --loads 256x256 --skip overload memory --quick --json "$OUT/compare-cuda.json" \
+  2>&1 | tee -a "$OUT/bench.txt"
 bench() {  # NAME ARGS...
   local name=$1; shift
   python3 -m bench.serve_bench --model espcn --scale 4 --size 960x540 --requests 256 --json "$OUT/bench-$name.json" "$@" \

@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--batch-timeout", type=float, default=0.005)
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
     args = p.parse_args(argv)
     api = UpscaleAPI(args.model, args.scale, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
-    server = ls.LitServer(api, accelerator="auto", timeout=600)
+    server = ls.LitServer(api, accelerator=args.accelerator, timeout=600)
     server.run(host="127.0.0.1", port=args.port, num_api_servers=1, generate_client_file=False, log_level="warning")
 
 
