@@ -10,15 +10,17 @@ the same reason; ``mallopt`` does it without preloading a library.
 
 The trim threshold holds for the main arena only. Threads other than the first
 get arenas of their own, built of 64 MiB heaps that glibc unmaps the moment one
-is empty, whatever the threshold: under 16 clients the server's compute threads
-mapped and unmapped 39 such heaps in 64 requests (strace), 2,000-8,000 page faults
-an image, at random from one start to the next. So every thread shares the main
-arena (``M_ARENA_MAX`` 1): tensors are few and large, so its lock is rarely
-contended, and the faults went to 0 an image (23.5-25.1 against 21.9-24.5
-images/s, alternating starts, and a smaller resident set).
+is empty unless the arena's top pad would keep it: under 16 clients the server's
+compute threads mapped and unmapped 39 such heaps in 64 requests (strace), 2,000-8,000
+page faults an image, at random from one start to the next. A top pad of one
+heap keeps them (``M_TOP_PAD``; it is also what each growth of a heap asks for
+beyond the request, as address space, not memory): 0-6 faults an image. One shared
+arena (``M_ARENA_MAX`` 1) also ended the faults but cost the host path 5% (nearest
+x2 at 256x256: 241-256 against 258-263 images/s, alternating) for ~250 MB less
+resident memory.
 
-Called by the CLIs, first (process entry points own process-wide settings; an
-arena already made for a running thread stays); a no-op where libc is not glibc.
+Called by the CLIs, first (process entry points own process-wide settings); a
+no-op where libc is not glibc.
 """
 
 from __future__ import annotations
@@ -31,25 +33,25 @@ log = logging.getLogger("srserve.allocator")
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
+M_TOP_PAD = -2
 #: glibc's largest mmap threshold on 64-bit systems (windows up to ~350 px keep their activations below it).
 MMAP_THRESHOLD = 32 * 1024 * 1024
 #: Free memory at the top of the heap kept for the next batch instead of returned at once.
 TRIM_THRESHOLD = 512 * 1024 * 1024
+#: One thread-arena heap (glibc's HEAP_MAX_SIZE on 64-bit): an emptied heap of a thread's arena is kept.
+TOP_PAD = 64 * 1024 * 1024
 
 
 def keep_large_allocations() -> bool:
-    """Raise glibc's mmap and trim thresholds and keep one arena; True when they were set."""
+    """Raise glibc's mmap and trim thresholds and its top pad; True when they were set."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    ok = all(
-        mallopt(option, value)
-        for option, value in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1))
-    )
+    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD))
+    ok = all(mallopt(option, value) for option, value in settings)
     if not ok:
         log.warning("mallopt refused the thresholds; CPU inference may page-fault more")
     return ok

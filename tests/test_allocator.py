@@ -52,7 +52,7 @@ def page_faults(mode: str, where: str, live: int) -> int:
     [
         ("main", 1),
         # 64 MiB live at once: over one heap of a thread's own arena, which glibc unmaps when it empties
-        # (whatever the trim threshold) unless every thread shares the main arena.
+        # (whatever the trim threshold) unless the arena's top pad keeps it.
         ("thread", 4),
     ],
 )
