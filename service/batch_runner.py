@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from srserve.models.imageops import from_float, to_float
+from srserve.models.resize import Interpolate
 from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.inference import AUTOCAST_DTYPES, predict, run_masked
 from srserve.service.pixels import max_value
@@ -162,9 +163,11 @@ class BatchRunner:
             # worker, on every core, as the whole image would run.
             beside = valid is None and getattr(module, "reentrant", True)
             if self.lanes is not None and not alone and beside:
-                # One window a lane, as warm-up timed a batch (side by side): on one lane its first windows would
-                # wait for its last, and two 256x256 windows' activations (33 MB) are above glibc's largest mmap
-                # threshold, so each pass would fault its memory in afresh (measured: 5,000-10,000 faults an image).
+                if isinstance(module, Interpolate):  # a resize costs less than a lane's hand-off per window
+                    return Pending(futures=[self.lanes.submit(run, windows)])
+                # A network's windows one a lane, as warm-up timed a batch (side by side): on one lane its first
+                # windows would wait for its last, and two 256x256 windows' ESPCN activations (32 MiB) reach glibc's
+                # largest mmap threshold, so each pass would fault them in afresh (5,000-10,000 faults an image).
                 parts = [windows[i : i + 1] for i in range(len(windows))]
                 width = min(len(parts), self.lanes.lanes)
                 return Pending(futures=[self.lanes.submit(run, part) for part in parts], width=width)

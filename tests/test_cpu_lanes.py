@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from srserve.models.catalog import DEFAULT_WEIGHTS_DIR, get_upsampler
+from srserve.models.resize import Interpolate
 from srserve.service.batch_runner import BatchRunner
 from srserve.service.cpu_lanes import CpuLanes
 from srserve.service.inference import predict
@@ -95,6 +96,29 @@ def test_under_load_each_window_of_a_batch_takes_its_own_lane() -> None:
         assert all(name.startswith("srserve-lane") and threads == 1 for name, threads, _, _ in model.calls)
         spans = sorted((a, b) for _, _, a, b in model.calls)
         assert spans[1][0] < spans[0][1]  # the first two side by side
+    finally:
+        lanes.close()
+
+
+class RecordingResize(Interpolate):
+    def __init__(self) -> None:
+        super().__init__(mode="bilinear")
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return super().forward(x, size)
+
+
+def test_under_load_a_resizers_batch_stays_one_call_on_one_lane() -> None:
+    """A resize costs less per window than handing windows to lanes one by one."""
+    model = RecordingResize()
+    windows = np.stack([image(i, 16, 16) for i in range(3)])
+    lanes = CpuLanes(2, threads=2)
+    try:
+        pending = BatchRunner(CPU, lanes).launch(model, windows, alone=False)
+        assert np.array_equal(pending.wait(), predict(model, windows, device=CPU))
+        assert pending.width == 1 and model.batches == [3, 3]  # one call on a lane, then the reference
     finally:
         lanes.close()
 
