@@ -11,9 +11,11 @@ For each load (256x256, 512x512, 1024x768, and a mixed-size set) it measures:
 * **model alone**: the same weights on each whole image, one at a time, with no
   tiles, no codec and no HTTP: the limit a server approaches;
 * **model on lanes** (CPU): the same, but one whole image per core at once, each on
-  one thread (``service/cpu_lanes.py``): the most these cores compute of this model,
-  so the ceiling of any server on them (a server also decodes, encodes and talks HTTP
-  on the same cores, and here the load generator runs on them too);
+  one thread (``service/cpu_lanes.py``): the most these cores compute of this model
+  on whole images, so the ceiling of a server that runs each image whole, as srserve
+  does up to ~256x256 (a server also decodes, encodes and talks HTTP on the same
+  cores, and here the load generator runs on them too); larger images beat it in
+  cache-sized windows;
 * **srserve** (default settings but ``SR_MAX_QUEUE_WAIT_S=600``, started here) and **LitServe 0.2.19** serving the
   same weights (``bench/litserve_peer.py``: max_batch_size 16, batch_timeout 5 ms,
   PNG at zlib level 1), each driven by closed loops of 1 and 16 clients uploading

@@ -10,8 +10,9 @@
   (as a GPU batches them) and one by one (as a CPU's lanes run them), must stitch to
   the whole image's output with 0 differing 8-bit pixels. Where a network's CPU
   kernels round by shape (NAFNet, ESRGAN: their float output depends on the batch
-  and window size), other images can still differ by one level in a rare pixel. Tried with windows starting on multiples of 1, 2, 4, ...
-  (and of the architecture's ``multiple_of``): a network that pads to its attention
+  and window size), other images can still differ by one level in a rare pixel.
+  Tried with windows starting on multiples of 1, 2, 4, ... (and of the
+  architecture's ``multiple_of``): a network that pads to its attention
   window, or pools, is exact only on its own grid. The smallest grid that is exact wins.
 * Otherwise the whole image is one window (``mode="whole"``).
 """
